@@ -1,0 +1,1 @@
+"""Private machinery shared across subpackages."""

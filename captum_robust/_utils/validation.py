@@ -1,0 +1,112 @@
+"""Argument checks shared by every public call.
+
+Each check raises a ``TypeError`` or ``ValueError`` whose message starts with the
+argument's name, so that a user sees at once which argument is wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def as_tensor_tuple(value: object, name: str) -> tuple[Tensor, ...]:
+    """Return ``value`` as a non-empty tuple of tensors or raise ``TypeError``."""
+    if isinstance(value, Tensor):
+        return (value,)
+    if isinstance(value, (tuple, list)) and len(value) > 0:
+        if all(isinstance(v, Tensor) for v in value):
+            return tuple(value)
+    raise TypeError(
+        f"`{name}` must be a Tensor or a non-empty tuple of Tensors, "
+        f"got {type(value).__name__}."
+    )
+
+
+def check_float_tensors(tensors: Sequence[Tensor], name: str) -> None:
+    """Check floating dtype, a batch dimension and one batch size across a tuple."""
+    for i, t in enumerate(tensors):
+        label = name if len(tensors) == 1 else f"{name}[{i}]"
+        if t.dtype not in FLOAT_DTYPES:
+            raise TypeError(
+                f"`{label}` must have a floating dtype (float16, bfloat16, float32 or "
+                f"float64), got {t.dtype}."
+            )
+        if t.dim() < 2:
+            raise ValueError(
+                f"`{label}` must have a batch dimension and at least one feature: "
+                f"shape (B, ...), got shape {tuple(t.shape)}."
+            )
+        if t.shape[0] != tensors[0].shape[0]:
+            raise ValueError(
+                f"`{label}` has batch size {t.shape[0]}, but `{name}[0]` has "
+                f"{tensors[0].shape[0]}; all tensors of a tuple share the batch size."
+            )
+        if t.numel() == 0:
+            raise ValueError(f"`{label}` is empty (shape {tuple(t.shape)}).")
+
+
+def check_finite(tensors: Sequence[Tensor], name: str) -> None:
+    """Reject NaN and inf. This costs one host synchronisation per call."""
+    finite = torch.stack([torch.isfinite(t).all() for t in tensors]).all()
+    if not bool(finite):
+        raise ValueError(f"`{name}` contains NaN or inf values.")
+
+
+def check_same_device(**named: Tensor | Sequence[Tensor]) -> torch.device:
+    """All tensors must live on one device; returns that device."""
+    device = None
+    first = None
+    for name, value in named.items():
+        tensors = (value,) if isinstance(value, Tensor) else tuple(value)
+        for t in tensors:
+            if device is None:
+                device, first = t.device, name
+            elif t.device != device:
+                raise ValueError(
+                    f"`{name}` is on {t.device} but `{first}` is on {device}; "
+                    "move them to one device."
+                )
+    assert device is not None
+    return device
+
+
+def check_choice(value: object, choices: Sequence[object], name: str) -> None:
+    if value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"`{name}` must be one of {allowed}; got {value!r}.")
+
+
+def check_positive_int(value: object, name: str, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{name}` must be an int, got {type(value).__name__}.")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}, got {value}.")
+    return value
+
+
+def check_number(
+    value: object,
+    name: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    strict_minimum: bool = False,
+) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"`{name}` must be a number, got {type(value).__name__}.")
+    value = float(value)
+    if value != value:
+        raise ValueError(f"`{name}` must not be NaN.")
+    if minimum is not None:
+        if strict_minimum and not value > minimum:
+            raise ValueError(f"`{name}` must be > {minimum}, got {value}.")
+        if not strict_minimum and value < minimum:
+            raise ValueError(f"`{name}` must be >= {minimum}, got {value}.")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"`{name}` must be <= {maximum}, got {value}.")
+    return value
