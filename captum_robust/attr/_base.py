@@ -1,0 +1,223 @@
+"""Shared machinery of the differentiable attributions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from captum._utils.common import _run_forward
+from torch import Tensor, nn
+
+from captum_robust._utils.validation import check_number
+
+__all__ = ["DifferentiableAttribution"]
+
+TensorOrTuple = Tensor | tuple[Tensor, ...]
+
+
+class DifferentiableAttribution:
+    """An attribution method whose result can be back-propagated.
+
+    Objects of this type are returned by :func:`~captum_robust.attr.differentiable`
+    (and :class:`~captum_robust.attr.SmoothGrad` is one). ``attribute`` takes the
+    same arguments as the Captum method it was made from and returns the same
+    tensors, but they carry an autograd graph (built with ``create_graph=True``) back
+    to the inputs that require gradients and to the model's parameters, so that a
+    loss on the attribution can be minimised with respect to either.
+
+    Attributes
+    ----------
+    method : str
+        Name of the attribution method, e.g. ``"IntegratedGradients"``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from captum.attr import Saliency
+    >>> from captum_robust.attr import DifferentiableAttribution, differentiable
+    >>> model = nn.Sequential(nn.Linear(3, 4), nn.Softplus(), nn.Linear(4, 2))
+    >>> sal = differentiable(Saliency(model))
+    >>> isinstance(sal, DifferentiableAttribution)
+    True
+    >>> sal.forward_func is model
+    True
+    """
+
+    method: str = "attribution"
+
+    def __init__(self, forward_func: Callable[..., Any] | None) -> None:
+        self._forward_func = forward_func
+
+    @property
+    def forward_func(self) -> Callable[..., Any] | None:
+        """The model (or forward function) the attribution explains.
+
+        Read-only: use :meth:`with_forward_func` to get the same attribution bound to
+        another model, e.g. a :func:`~captum_robust.attr.softplus_surrogate`.
+        ``None`` for a wrapped plain callable made without ``forward_func``.
+        """
+        return self._forward_func
+
+    def attribute(self, inputs: TensorOrTuple, *args: Any, **kwargs: Any) -> Any:
+        """Compute the attribution with an autograd graph; see the subclass."""
+        raise NotImplementedError
+
+    def with_forward_func(
+        self, forward_func: Callable[..., Any], **kwargs: Any
+    ) -> DifferentiableAttribution:
+        """Same method and settings, bound to ``forward_func``; see the subclass."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        name = type(self._forward_func).__name__
+        return f"{type(self).__name__}(method={self.method!r}, forward_func={name})"
+
+
+def check_forward_func(forward_func: object, name: str = "forward_func") -> None:
+    if not callable(forward_func):
+        raise TypeError(
+            f"`{name}` must be callable (a model or a forward function), got "
+            f"{type(forward_func).__name__}."
+        )
+
+
+def create_graph_gradients(
+    forward_fn: Callable[..., Any],
+    inputs: tuple[Tensor, ...],
+    target_ind: Any = None,
+    additional_forward_args: Any = None,
+) -> tuple[Tensor, ...]:
+    """Drop-in for Captum's ``compute_gradients`` that keeps the graph.
+
+    Same signature and target semantics (Captum's ``_run_forward``), but the
+    gradients are taken with ``create_graph=True``.
+    """
+    with torch.enable_grad():
+        outputs = _run_forward(forward_fn, inputs, target_ind, additional_forward_args)
+        if not isinstance(outputs, Tensor):
+            raise TypeError(
+                "`forward_func` must return a Tensor for a differentiable attribution, "
+                f"got {type(outputs).__name__}."
+            )
+        if outputs.dim() == 0 or outputs[0].numel() != 1:
+            raise ValueError(
+                "`target` must select one output per example; the model's output "
+                f"after target selection has shape {tuple(outputs.shape)}."
+            )
+        # The sum has the same gradient as Captum's list of unbound scalars, with one
+        # backward node instead of one per example.
+        return torch.autograd.grad(outputs.sum(), inputs, create_graph=True)
+
+
+def tracked_inputs(inputs: TensorOrTuple) -> TensorOrTuple:
+    """Inputs on which gradients can be taken, without touching the user's tensors.
+
+    A floating tensor that does not require gradients is replaced by a detached alias
+    (same storage, no copy) that does. Captum would otherwise switch
+    ``requires_grad`` on the user's tensor and back, warn, and leave a graph whose
+    backward pass writes ``.grad`` into it. Tensors that already require gradients
+    are passed through, so the result's graph reaches them.
+    """
+
+    def track(t: object) -> object:
+        if isinstance(t, Tensor) and t.is_floating_point() and not t.requires_grad:
+            return t.detach().requires_grad_()
+        return t
+
+    if isinstance(inputs, tuple):
+        return tuple(track(t) for t in inputs)  # type: ignore[return-value]
+    return track(inputs)  # type: ignore[return-value]
+
+
+def check_seed(seed: object) -> int | None:
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"`seed` must be an int or None, got {type(seed).__name__}.")
+    return seed
+
+
+def resolve_generator(
+    generator: object, seed: int | None, device: torch.device
+) -> torch.Generator | None:
+    """The generator a random draw uses: given one, else a fresh seeded one, else None.
+
+    ``None`` means torch's global generator for ``device``.
+    """
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(
+                "`generator` must be a torch.Generator or None, got "
+                f"{type(generator).__name__}."
+            )
+        return generator
+    if seed is None:
+        return None
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def randn(
+    shape: tuple[int, ...],
+    *,
+    generator: torch.Generator | None,
+    like: Tensor,
+) -> Tensor:
+    """Standard normal draws shaped ``shape`` on ``like``'s device and dtype.
+
+    A generator on another device draws there and the result is moved, so a CPU
+    generator can drive a CUDA computation.
+    """
+    if generator is None:
+        return torch.randn(shape, device=like.device, dtype=like.dtype)
+    out = torch.randn(
+        shape, generator=generator, device=generator.device, dtype=like.dtype
+    )
+    return out.to(like.device)
+
+
+def rand(
+    shape: tuple[int, ...], *, generator: torch.Generator | None, like: Tensor
+) -> Tensor:
+    if generator is None:
+        return torch.rand(shape, device=like.device, dtype=like.dtype)
+    out = torch.rand(
+        shape, generator=generator, device=generator.device, dtype=like.dtype
+    )
+    return out.to(like.device)
+
+
+def randint(
+    high: int,
+    shape: tuple[int, ...],
+    *,
+    generator: torch.Generator | None,
+    like: Tensor,
+) -> Tensor:
+    if generator is None:
+        return torch.randint(high, shape, device=like.device)
+    out = torch.randint(high, shape, generator=generator, device=generator.device)
+    return out.to(like.device)
+
+
+def check_stdevs(stdevs: object, n_inputs: int) -> tuple[float, ...]:
+    if isinstance(stdevs, (tuple, list)):
+        if len(stdevs) != n_inputs:
+            raise ValueError(
+                f"`stdevs` has {len(stdevs)} values but there are {n_inputs} input "
+                "tensors; give one per input or a single float."
+            )
+        return tuple(check_number(s, "stdevs", minimum=0.0) for s in stdevs)
+    value = check_number(stdevs, "stdevs", minimum=0.0)
+    return (value,) * n_inputs
+
+
+def as_module(forward_func: object) -> nn.Module | None:
+    """The nn.Module behind a model or a bound method of one, else None."""
+    if isinstance(forward_func, nn.Module):
+        return forward_func
+    owner = getattr(forward_func, "__self__", None)
+    if isinstance(owner, nn.Module):
+        return owner
+    return None

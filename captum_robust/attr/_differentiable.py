@@ -1,0 +1,319 @@
+"""``differentiable()``: Captum attributions that can be back-propagated."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from captum.attr import (
+    LRP,
+    Attribution,
+    DeepLift,
+    GradientShap,
+    GuidedGradCam,
+    InputXGradient,
+    IntegratedGradients,
+    LayerGradCam,
+    NeuronDeconvolution,
+    NeuronDeepLift,
+    NeuronDeepLiftShap,
+    NeuronGuidedBackprop,
+    NoiseTunnel,
+    PerturbationAttribution,
+    Saliency,
+)
+from captum.attr._core.guided_backprop_deconvnet import ModifiedReluGradientAttribution
+
+from captum_robust.attr._base import (
+    DifferentiableAttribution,
+    TensorOrTuple,
+    check_forward_func,
+    check_seed,
+)
+from captum_robust.attr._grad_cam import LayerGradCamAttribution
+from captum_robust.attr._gradient import CaptumGradientAttribution
+from captum_robust.attr._gradient_shap import GradientShapAttribution
+from captum_robust.attr._smoothgrad import NoiseTunnelAttribution
+
+__all__ = ["differentiable", "is_differentiable"]
+
+_GRADIENT_FUNC_METHODS = (Saliency, InputXGradient, IntegratedGradients)
+_NOISE_TUNNEL_INNER = _GRADIENT_FUNC_METHODS
+_SUPPORTED = (
+    "Saliency, InputXGradient, IntegratedGradients, GradientShap, LayerGradCam, "
+    "NoiseTunnel over Saliency / InputXGradient / IntegratedGradients, "
+    "captum_robust.attr.SmoothGrad, or a plain callable "
+    "fn(inputs, target=None, additional_forward_args=None) that is differentiable"
+)
+
+# (classes, why they cannot be differentiated), checked in order.
+_REFUSALS: tuple[tuple[tuple[type, ...], str], ...] = (
+    (
+        (GuidedGradCam,),
+        "it multiplies Grad-CAM by a guided-backpropagation map, which is produced by "
+        "backward hooks that replace the gradient of every ReLU; that map is not the "
+        "gradient of any function, so differentiating through the hooks does not give "
+        "its derivative",
+    ),
+    (
+        (ModifiedReluGradientAttribution, NeuronGuidedBackprop, NeuronDeconvolution),
+        "it replaces the backward pass of every ReLU by a hook (guided "
+        "backpropagation / deconvolution rule); the map is not the gradient of any "
+        "function, so differentiating through the hooks does not give its derivative",
+    ),
+    (
+        (DeepLift, NeuronDeepLift, NeuronDeepLiftShap),
+        "it replaces the gradients of nonlinearities by finite-difference multipliers "
+        "(rescale rule) in backward hooks, which autograd cannot differentiate "
+        "correctly with create_graph=True",
+    ),
+    (
+        (LRP,),
+        "it propagates relevance with rule-based backward hooks, not gradients, "
+        "which autograd cannot differentiate",
+    ),
+    (
+        (PerturbationAttribution,),
+        "it is perturbation-based: it evaluates the model on perturbed copies of the "
+        "input under torch.no_grad (LIME and KernelShap also fit a linear model "
+        "outside autograd), so its result carries no gradient",
+    ),
+)
+
+
+def _refusal(attribution: object) -> str | None:
+    """Why ``attribution`` cannot be made differentiable, or None if it can."""
+    if isinstance(attribution, DifferentiableAttribution):
+        return None
+    name = type(attribution).__name__
+    if isinstance(attribution, NoiseTunnel):
+        inner = attribution.attribution_method
+        inner_name = type(inner).__name__
+        if isinstance(inner, _NOISE_TUNNEL_INNER):
+            return None
+        inner_reason = _refusal(inner)
+        detail = f": {inner_name} {inner_reason}" if inner_reason else ""
+        return (
+            f"NoiseTunnel over {inner_name} is not supported (only over Saliency, "
+            f"InputXGradient and IntegratedGradients; Captum's NoiseTunnel itself runs "
+            f"under torch.no_grad and is reimplemented here){detail}"
+        )
+    if isinstance(attribution, (*_GRADIENT_FUNC_METHODS, GradientShap, LayerGradCam)):
+        return None
+    for classes, reason in _REFUSALS:
+        if isinstance(attribution, classes):
+            return f"{name} cannot be made differentiable: {reason}"
+    if isinstance(attribution, Attribution):
+        return (
+            f"{name} is not supported by differentiable(); its gradients are not "
+            "computed through a function that can be given create_graph=True"
+        )
+    if callable(attribution):
+        return None
+    return f"a {name} is neither a Captum attribution nor a callable"
+
+
+def is_differentiable(attribution: object) -> bool:
+    """Whether :func:`differentiable` accepts ``attribution``.
+
+    Parameters
+    ----------
+    attribution : object
+        A Captum attribution object, a :class:`DifferentiableAttribution`, or a
+        callable.
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from captum.attr import IntegratedGradients, Occlusion
+    >>> from captum_robust.attr import is_differentiable
+    >>> model = nn.Linear(4, 2)
+    >>> is_differentiable(IntegratedGradients(model))
+    True
+    >>> is_differentiable(Occlusion(model))
+    False
+    """
+    return _refusal(attribution) is None
+
+
+class CallableAttribution(DifferentiableAttribution):
+    """A user function ``fn(inputs, target=None, additional_forward_args=None)``.
+
+    Trusted to return attributions that carry an autograd graph; it is called with
+    gradients enabled. It cannot be rebound to another model.
+    """
+
+    def __init__(
+        self, fn: Callable[..., Any], forward_func: Callable[..., Any] | None
+    ) -> None:
+        super().__init__(forward_func)
+        self._fn = fn
+        self.method = getattr(fn, "__name__", type(fn).__name__)
+
+    def attribute(
+        self,
+        inputs: TensorOrTuple,
+        target: Any = None,
+        additional_forward_args: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Call the wrapped function with gradients enabled."""
+        with torch.enable_grad():
+            return self._fn(
+                inputs,
+                target=target,
+                additional_forward_args=additional_forward_args,
+                **kwargs,
+            )
+
+    def with_forward_func(
+        self, forward_func: Callable[..., Any], **kwargs: Any
+    ) -> DifferentiableAttribution:
+        """Not possible: a plain callable is bound to its own model."""
+        raise TypeError(
+            f"the attribution {self.method!r} is a plain callable and cannot be bound "
+            "to another `forward_func`; wrap a Captum attribution object instead, or "
+            "build a new callable for the other model."
+        )
+
+
+def differentiable(
+    attribution: Any,
+    *,
+    seed: int | None = None,
+    upsample_to_input: bool = False,
+    interpolate_mode: str | None = None,
+    forward_func: Callable[..., Any] | None = None,
+) -> DifferentiableAttribution:
+    """An attribution whose result can be back-propagated to inputs and parameters.
+
+    The user's object is never modified. Gradient methods get, on a shallow copy, a
+    gradient function that calls ``torch.autograd.grad(..., create_graph=True)``;
+    methods that Captum runs under ``torch.no_grad`` (GradientShap, NoiseTunnel) are
+    reimplemented, batched and seedable. The returned object's ``attribute`` takes
+    the Captum method's own arguments (plus ``generator`` for the random methods) and
+    returns the same values as Captum, with an autograd graph.
+
+    Supported:
+
+    * ``Saliency``, ``InputXGradient``, ``IntegratedGradients``: Captum's own code
+      with a ``create_graph=True`` gradient function.
+    * ``GradientShap``: same estimator, all samples in one pass; random draws from
+      ``generator`` / ``seed`` (see ``GradientShapAttribution``).
+    * ``LayerGradCam``: Captum's code with ``grad_kwargs={"create_graph": True}``;
+      ``upsample_to_input`` interpolates the map to the input size.
+    * ``NoiseTunnel`` over ``Saliency``, ``InputXGradient`` or
+      ``IntegratedGradients`` (``smoothgrad``, ``smoothgrad_sq``, ``vargrad``):
+      reimplemented, all noise samples in one pass (or chunks of
+      ``nt_samples_batch_size``); see :class:`SmoothGrad`.
+    * :class:`DifferentiableAttribution` objects (returned as they are) and plain
+      callables ``fn(inputs, target=None, additional_forward_args=None)``, trusted
+      to be differentiable.
+
+    Refused with a ``TypeError`` that says why: DeepLift, DeepLiftShap,
+    GuidedBackprop, Deconvolution, GuidedGradCam, LRP (backward hooks that are not
+    gradients), every perturbation method (Occlusion, FeatureAblation, Lime,
+    KernelShap, ShapleyValueSampling, ...: no autograd graph), and any other Captum
+    class (layer and neuron methods other than LayerGradCam).
+
+    For ReLU networks the second derivatives vanish almost everywhere; bind the
+    result to a :func:`softplus_surrogate` with :meth:`with_forward_func` to get
+    useful gradients of the attribution.
+
+    Parameters
+    ----------
+    attribution : captum.attr.Attribution or callable
+        The attribution to make differentiable.
+    seed : int or None, default None
+        For GradientShap and NoiseTunnel: when ``attribute`` gets no
+        ``generator``, draw from a fresh generator seeded with ``seed`` on every call
+        (deterministic). None uses torch's global generator. Ignored by the
+        deterministic methods and by objects that are already differentiable.
+    upsample_to_input : bool, default False
+        LayerGradCam only: interpolate the layer map to the input's spatial size.
+    interpolate_mode : str or None, default None
+        LayerGradCam only: ``F.interpolate`` mode for ``upsample_to_input``
+        (default: linear, bilinear or trilinear by the map's dimension).
+    forward_func : callable or None, default None
+        Plain callables only: the model the callable explains, exposed as
+        ``forward_func`` for code that needs it (e.g. to check predictions).
+
+    Returns
+    -------
+    DifferentiableAttribution
+
+    Raises
+    ------
+    TypeError
+        For a method that cannot be made differentiable (the message names it and
+        says why), or arguments of the wrong type.
+    ValueError
+        For options that do not apply to the method.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from captum.attr import IntegratedGradients
+    >>> from captum_robust.attr import differentiable, softplus_surrogate
+    >>> model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> ig = IntegratedGradients(model)
+    >>> dig = differentiable(ig).with_forward_func(softplus_surrogate(model))
+    >>> x = torch.randn(2, 3, requires_grad=True)
+    >>> attr = dig.attribute(x, target=0, n_steps=16)
+    >>> (grad,) = torch.autograd.grad(attr.abs().sum(), x)
+    >>> grad.shape
+    torch.Size([2, 3])
+    >>> ig.gradient_func.__name__  # the user's object is untouched
+    'compute_gradients'
+    """
+    reason = _refusal(attribution)
+    if reason is not None:
+        raise TypeError(f"`attribution`: {reason}. Supported: {_SUPPORTED}.")
+    seed = check_seed(seed)
+    if not isinstance(upsample_to_input, bool):
+        raise TypeError(
+            "`upsample_to_input` must be a bool, got "
+            f"{type(upsample_to_input).__name__}."
+        )
+    if upsample_to_input or interpolate_mode is not None:
+        option = "upsample_to_input" if upsample_to_input else "interpolate_mode"
+        if not isinstance(attribution, LayerGradCam):
+            raise ValueError(
+                f"`{option}` applies to a captum.attr.LayerGradCam object only, not "
+                f"to {type(attribution).__name__}."
+            )
+    is_callable = not isinstance(attribution, (Attribution, DifferentiableAttribution))
+    if forward_func is not None:
+        if not is_callable:
+            raise ValueError(
+                "`forward_func` is only for plain callables; a Captum attribution "
+                "already has one (use .with_forward_func() to change it)."
+            )
+        check_forward_func(forward_func)
+
+    if isinstance(attribution, DifferentiableAttribution):
+        return attribution
+    if isinstance(attribution, NoiseTunnel):
+        inner = CaptumGradientAttribution(attribution.attribution_method)
+        return NoiseTunnelAttribution(inner, seed=seed)
+    if isinstance(attribution, _GRADIENT_FUNC_METHODS):
+        return CaptumGradientAttribution(attribution)
+    if isinstance(attribution, GradientShap):
+        return GradientShapAttribution(
+            attribution.forward_func,
+            multiply_by_inputs=attribution.multiplies_by_inputs,
+            seed=seed,
+        )
+    if isinstance(attribution, LayerGradCam):
+        return LayerGradCamAttribution(
+            attribution,
+            upsample_to_input=upsample_to_input,
+            interpolate_mode=interpolate_mode,
+        )
+    return CallableAttribution(attribution, forward_func)
