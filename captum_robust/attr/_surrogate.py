@@ -46,9 +46,21 @@ class FunctionalReLUWarning(UserWarning):
     Examples
     --------
     >>> import warnings
-    >>> from captum_robust.attr import FunctionalReLUWarning
-    >>> warnings.simplefilter("error", FunctionalReLUWarning)  # turn it into an error
-    >>> warnings.resetwarnings()
+    >>> import torch
+    >>> from torch import nn
+    >>> from captum_robust.attr import FunctionalReLUWarning, softplus_surrogate
+    >>> class Net(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.fc = nn.Linear(3, 3)
+    ...     def forward(self, x):
+    ...         return torch.relu(self.fc(x))  # functional: cannot be swapped
+    >>> smooth = softplus_surrogate(Net())
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _ = smooth(torch.randn(2, 3))
+    >>> [w.category.__name__ for w in caught]
+    ['FunctionalReLUWarning']
     """
 
 
@@ -207,7 +219,10 @@ def _swap_activations(
     replacements: dict[int, nn.Module] = {}
     parents = list(model.modules())
     for parent in parents:
-        for name, child in list(parent.named_children()):
+        # _modules, not named_children(): the latter skips repeated instances.
+        for name, child in list(parent._modules.items()):
+            if child is None:
+                continue
             if id(child) not in replacements:
                 new = _smooth_replacement(child, beta, leaky_beta)
                 if new is None:
