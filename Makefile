@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
+DOCS_STAMP := $(VENV)/.installed-docs
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --constraint constraints.txt
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench docs docs-check clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +35,24 @@ bench: $(STAMP)
 		echo "== $$script"; \
 		$(BIN)/python $$script || exit 1; \
 	done
+
+$(DOCS_STAMP): $(STAMP) setup.cfg pyproject.toml constraints.txt
+	$(PIP_INSTALL) -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+# Build the site from nothing (notebooks are executed), warnings as errors, then
+# check it in headless Chromium. SPHINXOPTS adds sphinx-build options (e.g. -j auto).
+SPHINXOPTS ?=
+docs: $(DOCS_STAMP)
+	rm -rf docs/_build/html docs/_build/doctrees docs/api/generated
+	$(BIN)/sphinx-build -W --keep-going -b html $(SPHINXOPTS) docs docs/_build/html
+	$(MAKE) docs-check
+
+# The browser check alone, on the site already built.
+docs-check: $(DOCS_STAMP)
+	test -x /usr/bin/chromium || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	$(BIN)/python docs/check_site.py docs/_build/html
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info docs/_build .pytest_cache .ruff_cache

@@ -1,0 +1,421 @@
+"""Check the built documentation site the way a reader would see it.
+
+Run by ``make docs`` after sphinx-build::
+
+    python docs/check_site.py [docs/_build/html]
+
+It installs nothing: it needs Chromium at /usr/bin/chromium (or $CHROMIUM), which
+the Makefile installs from Debian's packages when it is missing, and Pillow,
+which comes with matplotlib.
+
+The check fails (exit status 1) when
+
+* a link or resource inside the site is broken: every ``href``/``src`` of every
+  built HTML page that points into the site must name an existing file, and the
+  ``#anchor`` of a link to another built page must exist in that page;
+* an ``<img>`` does not resolve to a file in the site (or a ``data:`` URI);
+* a public name of a subpackage's ``__all__`` has no API page, or a notebook in
+  ``tutorials/`` has no page;
+* headless Chromium, opening the home page and one tutorial page (the API index
+  when there is no tutorial yet) over a loopback HTTP server, finds little
+  visible text in the page's main content, a Python traceback, or a screenshot
+  that is one flat colour.
+
+Screenshots are written to ``docs/_build/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import importlib
+import os
+import pkgutil
+import posixpath
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+DOCS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = DOCS_DIR.parent
+MIN_VISIBLE_CHARS = 200
+TRACEBACK = "Traceback (most recent call last)"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--window-size=1280,900",
+]
+# Attributes that make the browser load or navigate to a URL.
+URL_ATTRIBUTES = {
+    "a": ("href",),
+    "link": ("href",),
+    "script": ("src",),
+    "img": ("src",),
+    "source": ("src",),
+    "iframe": ("src",),
+    "video": ("src", "poster"),
+    "audio": ("src",),
+    "embed": ("src",),
+    "object": ("data",),
+}
+
+
+# -- Static checks of the built files -----------------------------------------
+
+
+class _PageParser(HTMLParser):
+    """Collects URLs, element ids and (optionally) visible text of one page."""
+
+    SKIP_TEXT = {"script", "style", "noscript", "template", "head", "title"}
+
+    def __init__(self, text_root_id: str | None = None) -> None:
+        super().__init__(convert_charrefs=True)
+        self.urls: list[tuple[str, str, str]] = []  # (tag, attribute, value)
+        self.ids: set[str] = set()
+        self.text_root_id = text_root_id
+        self._stack: list[tuple[str, bool, bool]] = []  # (tag, skip, in_root)
+        self.text_parts: list[str] = []
+        self.all_text_parts: list[str] = []
+
+    VOID = {
+        "area",
+        "base",
+        "br",
+        "col",
+        "embed",
+        "hr",
+        "img",
+        "input",
+        "link",
+        "meta",
+        "source",
+        "track",
+        "wbr",
+    }
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        for name in ("id", "name"):
+            if attrs.get(name):
+                self.ids.add(attrs[name])
+        for attr in URL_ATTRIBUTES.get(tag, ()):
+            value = attrs.get(attr)
+            if value is not None:
+                self.urls.append((tag, attr, value))
+        if attrs.get("srcset"):
+            for candidate in attrs["srcset"].split(","):
+                if candidate.strip():
+                    self.urls.append((tag, "srcset", candidate.split()[0]))
+        if tag in self.VOID:
+            return
+        parent_skip = self._stack[-1][1] if self._stack else False
+        parent_root = self._stack[-1][2] if self._stack else False
+        hidden = "hidden" in attrs or "display: none" in (attrs.get("style") or "")
+        skip = parent_skip or tag in self.SKIP_TEXT or hidden
+        in_root = parent_root or (
+            self.text_root_id is not None and attrs.get("id") == self.text_root_id
+        )
+        self._stack.append((tag, skip, in_root))
+
+    def handle_startendtag(self, tag, attrs):
+        self.handle_starttag(tag, attrs)
+        if tag not in self.VOID and self._stack and self._stack[-1][0] == tag:
+            self._stack.pop()
+
+    def handle_endtag(self, tag):
+        # Pop up to the matching tag; tolerate unclosed elements.
+        for i in range(len(self._stack) - 1, -1, -1):
+            if self._stack[i][0] == tag:
+                del self._stack[i:]
+                return
+
+    def handle_data(self, data):
+        if self._stack and self._stack[-1][1]:
+            return
+        self.all_text_parts.append(data)
+        if self._stack and self._stack[-1][2]:
+            self.text_parts.append(data)
+
+    def visible_text(self, root_only: bool = True) -> str:
+        parts = self.text_parts if root_only else self.all_text_parts
+        return " ".join(" ".join(parts).split())
+
+
+def _parse_file(path: Path) -> _PageParser:
+    parser = _PageParser()
+    parser.feed(path.read_text(encoding="utf-8", errors="replace"))
+    parser.close()
+    return parser
+
+
+def _is_external(url: str) -> bool:
+    parts = urlsplit(url)
+    return bool(parts.scheme) or url.startswith("//")
+
+
+def check_links(site: Path) -> list[str]:
+    """Every internal href/src must exist; anchors into other pages too."""
+    problems: list[str] = []
+    # _static/ holds theme templates (Jinja source), not pages.
+    pages = sorted(
+        p for p in site.rglob("*.html") if p.relative_to(site).parts[0] != "_static"
+    )
+    parsed = {page: _parse_file(page) for page in pages}
+    site_resolved = site.resolve()
+    checked = 0
+    for page, parser in parsed.items():
+        rel_page = page.relative_to(site).as_posix()
+        for tag, attr, url in parser.urls:
+            url = url.strip()
+            if tag == "img" and attr in ("src", "srcset"):
+                if url.startswith("data:"):
+                    continue
+                if _is_external(url) or not url:
+                    problems.append(f"{rel_page}: <img {attr}={url!r}> is not a file")
+                    continue
+            if not url or url.startswith(("#", "mailto:", "javascript:", "data:")):
+                continue
+            if _is_external(url):
+                continue
+            parts = urlsplit(url)
+            target_rel = posixpath.normpath(
+                posixpath.join(posixpath.dirname(rel_page), unquote(parts.path))
+            )
+            target = (site / target_rel).resolve()
+            if parts.path.endswith("/") or target.is_dir():
+                target = target / "index.html"
+            checked += 1
+            if not target.is_relative_to(site_resolved):
+                problems.append(f"{rel_page}: {tag} {attr}={url!r} leaves the site")
+            elif not target.is_file():
+                problems.append(f"{rel_page}: {tag} {attr}={url!r} -> missing file")
+            elif parts.fragment and target.suffix == ".html" and tag == "a":
+                anchor = unquote(parts.fragment)
+                target_parser = parsed.get(site / target.relative_to(site_resolved))
+                if target_parser is not None and anchor not in target_parser.ids:
+                    problems.append(
+                        f"{rel_page}: link {url!r} -> no #{anchor} in the target"
+                    )
+    print(f"links: {checked} internal URLs in {len(pages)} pages checked")
+    return problems
+
+
+def _public_modules() -> list[str]:
+    import captum_robust
+
+    names = ["captum_robust"]
+    for info in pkgutil.iter_modules(captum_robust.__path__):
+        if not info.name.startswith("_"):
+            names.append(f"captum_robust.{info.name}")
+    return names
+
+
+def check_coverage(site: Path) -> list[str]:
+    """Every public name has an API page; every tutorial has a page."""
+    sys.path.insert(0, str(REPO_ROOT))
+    problems: list[str] = []
+    count = 0
+    for modname in _public_modules():
+        module = importlib.import_module(modname)
+        for name in getattr(module, "__all__", None) or []:
+            if name.startswith("_"):
+                continue
+            count += 1
+            page = site / "api" / "generated" / f"{modname}.{name}.html"
+            if not page.is_file():
+                problems.append(f"API: no page for {modname}.{name}")
+    tutorials = _tutorial_sources()
+    for source in tutorials:
+        if not (site / "tutorials" / f"{source.stem}.html").is_file():
+            problems.append(f"tutorial {source.name}: no page was built")
+    print(f"coverage: {count} public names, {len(tutorials)} tutorials")
+    return problems
+
+
+def _tutorial_sources() -> list[Path]:
+    folder = REPO_ROOT / "tutorials"
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file()
+        and p.suffix in (".ipynb", ".md")
+        and p.name.lower() != "readme.md"
+        and not p.name.startswith((".", "_"))
+    )
+
+
+# -- Browser checks -----------------------------------------------------------
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):
+        pass
+
+
+def _serve(site: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    handler = functools.partial(_QuietHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+    return server, f"http://{host}:{port}"
+
+
+def _chromium() -> str:
+    candidates = [os.environ.get("CHROMIUM"), "/usr/bin/chromium"]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return candidate
+    found = shutil.which("chromium")
+    if found:
+        return found
+    raise SystemExit(
+        "check_site: Chromium not found at /usr/bin/chromium; `make docs` installs "
+        "it with `apt-get install -y chromium`."
+    )
+
+
+def _run_chromium(chromium: str, args: list[str], url: str) -> str:
+    with tempfile.TemporaryDirectory(prefix="check-site-chromium-") as profile:
+        command = [
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=5000",
+            *args,
+            url,
+        ]
+        env = dict(os.environ, HOME=profile)
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=120, env=env
+        )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"chromium exited with {result.returncode} for {url}:\n{result.stderr}"
+        )
+    return result.stdout
+
+
+def _screenshot_is_flat(path: Path) -> tuple[bool, float]:
+    """True when (almost) every pixel has the most common colour."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        small = image.convert("RGB").resize((320, 225))
+    colours = small.getcolors(maxcolors=320 * 225)
+    most = max(count for count, _ in colours)
+    other = 1.0 - most / (320 * 225)
+    return other < 0.01, other
+
+
+def check_in_browser(site: Path, shots: Path) -> list[str]:
+    problems: list[str] = []
+    chromium = _chromium()
+    pages = ["index.html"]
+    tutorials = sorted(
+        p.relative_to(site).as_posix()
+        for p in (site / "tutorials").glob("*.html")
+        if p.is_file()
+    )
+    if tutorials:
+        pages.append(tutorials[0])
+    else:
+        pages.append("api/index.html")
+    shots.mkdir(parents=True, exist_ok=True)
+    server, base = _serve(site)
+    try:
+        for page in pages:
+            url = f"{base}/{page}"
+            name = page.replace("/", "_").removesuffix(".html")
+            try:
+                dom = _run_chromium(chromium, ["--dump-dom"], url)
+                shot = shots / f"{name}.png"
+                shot.unlink(missing_ok=True)
+                _run_chromium(chromium, [f"--screenshot={shot}"], url)
+            except (RuntimeError, subprocess.TimeoutExpired) as error:
+                problems.append(f"browser: {page}: {error}")
+                continue
+            (shots / f"{name}.dom.html").write_text(dom, encoding="utf-8")
+            parser = _PageParser(text_root_id="main-content")
+            parser.feed(dom)
+            parser.close()
+            text = parser.visible_text(root_only=True)
+            if not text:  # a theme without <main id="main-content">
+                text = parser.visible_text(root_only=False)
+            if len(text) < MIN_VISIBLE_CHARS:
+                problems.append(
+                    f"browser: {page} looks blank: {len(text)} characters of "
+                    f"visible text (at least {MIN_VISIBLE_CHARS} expected)"
+                )
+            if TRACEBACK in parser.visible_text(root_only=False):
+                problems.append(f"browser: {page} shows a Python traceback")
+            if not shot.is_file() or shot.stat().st_size == 0:
+                problems.append(f"browser: no screenshot of {page}")
+            else:
+                flat, other = _screenshot_is_flat(shot)
+                if flat:
+                    problems.append(
+                        f"browser: screenshot of {page} is one flat colour "
+                        f"({other:.2%} of pixels differ)"
+                    )
+            print(
+                f"browser: {page}: {len(text)} characters of visible text, "
+                f"screenshot {shot.relative_to(REPO_ROOT)}"
+            )
+    finally:
+        server.shutdown()
+        server.server_close()
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "site",
+        nargs="?",
+        default=str(DOCS_DIR / "_build" / "html"),
+        help="the built HTML site (default: docs/_build/html)",
+    )
+    parser.add_argument(
+        "--screenshots",
+        default=str(DOCS_DIR / "_build" / "screenshots"),
+        help="where the screenshots go (default: docs/_build/screenshots)",
+    )
+    parser.add_argument(
+        "--no-browser", action="store_true", help="only the static checks"
+    )
+    args = parser.parse_args(argv)
+    site = Path(args.site).resolve()
+    if not (site / "index.html").is_file():
+        print(f"check_site: no index.html in {site}; build the site first")
+        return 1
+    problems = check_links(site) + check_coverage(site)
+    if not args.no_browser:
+        problems += check_in_browser(site, Path(args.screenshots).resolve())
+    if problems:
+        print(f"check_site: {len(problems)} problem(s):")
+        for problem in problems:
+            print(f"  - {problem}")
+        return 1
+    print("check_site: the site looks right")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""Sphinx configuration for the captum_robust documentation site.
+
+Build it with ``make docs`` (which also runs the browser check), or by hand with
+``.venv/bin/sphinx-build -W --keep-going -b html docs docs/_build/html``.
+
+Two parts of the site are written by this file at build time, so that they never
+need editing by hand:
+
+* ``api/generated/``: one page per public module of ``captum_robust`` (the package
+  itself and each subpackage) whose ``__all__`` is non-empty, with an autosummary
+  table that gives every public name its own page. A new name appears in the
+  reference as soon as it is added to its subpackage's ``__all__``.
+* the toctree of the tutorials page: every notebook in ``tutorials/`` (``*.ipynb``
+  or MyST markdown notebooks ``*.md``, ``README.md`` excepted), in file-name order.
+
+See docs/README.md for how to add a page, a tutorial or an API entry.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import shutil
+import sys
+from pathlib import Path
+
+DOCS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = DOCS_DIR.parent
+# The package is installed in editable mode by `make docs`; this makes a plain
+# sphinx-build from a checkout work too.
+sys.path.insert(0, str(REPO_ROOT))
+
+import captum_robust  # noqa: E402
+
+# -- Project information ------------------------------------------------------
+
+project = "captum_robust"
+author = "captum_robust developers"
+copyright = "captum_robust developers"
+release = captum_robust.__version__
+version = ".".join(release.split(".")[:2])
+
+# -- General configuration ----------------------------------------------------
+
+extensions = [
+    "myst_nb",  # Markdown (MyST) pages and notebooks; includes myst_parser
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.viewcode",
+]
+
+root_doc = "index"
+templates_path = ["_templates"]
+exclude_patterns = [
+    "_build",
+    "README.md",  # docs/README.md: notes for maintainers, not a page
+    "tutorials/README.md",  # tutorials/README.md: notes for tutorial authors
+    "**.ipynb_checkpoints",
+    "Thumbs.db",
+    ".DS_Store",
+]
+# No intersphinx: the build must not reach the network.
+
+# -- Autodoc, autosummary, napoleon -------------------------------------------
+
+autosummary_generate = True
+autosummary_imported_members = True
+autosummary_ignore_module_all = False
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+autodoc_preserve_defaults = True
+add_module_names = False
+
+napoleon_google_docstring = False
+napoleon_numpy_docstring = True
+# Attributes sections become :ivar: fields, so they never clash with the
+# attribute entries that autoclass :members: writes (duplicate-object warnings).
+napoleon_use_ivar = True
+napoleon_use_rtype = False
+
+# -- MyST and notebook execution ----------------------------------------------
+
+myst_enable_extensions = ["colon_fence", "deflist"]
+myst_heading_anchors = 3
+
+# Every notebook (tutorials and the quick start) is executed at build time, so
+# the site only shows code that runs against the library as it is now.
+# CAPTUM_ROBUST_DOCS_EXECUTE=cache reuses outputs of unchanged notebooks while
+# writing docs locally; "off" skips execution (outputs then stay empty).
+nb_execution_mode = os.environ.get("CAPTUM_ROBUST_DOCS_EXECUTE", "force")
+nb_execution_cache_path = str(DOCS_DIR / "_build" / ".jupyter_cache")
+nb_execution_timeout = int(os.environ.get("CAPTUM_ROBUST_DOCS_CELL_TIMEOUT", "600"))
+nb_execution_raise_on_error = True  # a failing cell fails the build
+nb_execution_show_tb = True  # ... and its traceback is printed in the log
+nb_execution_allow_errors = False
+# Run in a temporary folder: outputs a tutorial writes never land in the tree.
+nb_execution_in_temp = True
+nb_kernel_rgx_aliases = {".*": "python3"}
+nb_merge_streams = True
+
+# -- HTML output --------------------------------------------------------------
+
+html_theme = "pydata_sphinx_theme"
+html_title = f"captum_robust {release}"
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
+html_show_sourcelink = False
+html_last_updated_fmt = None
+html_theme_options = {
+    "logo": {"text": "captum_robust"},
+    "navbar_align": "left",
+    "header_links_before_dropdown": 7,
+    "show_toc_level": 2,
+    "navigation_with_keys": False,
+    "show_prev_next": True,
+    "secondary_sidebar_items": ["page-toc"],
+    "footer_start": ["copyright"],
+    "footer_end": ["sphinx-version"],
+}
+html_sidebars = {
+    "index": [],
+    "installation": [],
+    "quickstart": [],
+    "changelog": [],
+}
+
+# -- Generated API pages ------------------------------------------------------
+
+API_DIR = DOCS_DIR / "api"
+GENERATED_DIR = API_DIR / "generated"
+# Subpackages come in this order; any other public module follows, by name.
+PREFERRED_ORDER = [
+    "captum_robust",
+    "captum_robust.metrics",
+    "captum_robust.attr",
+    "captum_robust.attacks",
+    "captum_robust.regularizers",
+    "captum_robust.evaluation",
+    "captum_robust.datasets",
+    "captum_robust.visualization",
+]
+
+
+def public_modules() -> list[str]:
+    """The package and its public first-level modules and subpackages.
+
+    A folder without ``__init__.py`` is not a module yet and is skipped. A module
+    that exists but fails to import fails the build: the reference must not
+    silently lose a subpackage.
+    """
+    names = ["captum_robust"]
+    for info in pkgutil.iter_modules(captum_robust.__path__):
+        if not info.name.startswith("_"):
+            names.append(f"captum_robust.{info.name}")
+    rank = {name: i for i, name in enumerate(PREFERRED_ORDER)}
+    return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
+
+
+def public_names(modname: str) -> list[str]:
+    module = importlib.import_module(modname)
+    names = getattr(module, "__all__", None) or []
+    return [name for name in names if not name.startswith("_")]
+
+
+def write_api_pages() -> list[str]:
+    """Write one page per module with a non-empty ``__all__``; return their names."""
+    shutil.rmtree(GENERATED_DIR, ignore_errors=True)
+    GENERATED_DIR.mkdir(parents=True)
+    written = []
+    for modname in public_modules():
+        names = public_names(modname)
+        if not names:
+            continue
+        entries = "\n".join(f"   {name}" for name in names)
+        page = (
+            f"{modname}\n{'=' * len(modname)}\n\n"
+            f".. automodule:: {modname}\n   :no-members:\n\n"
+            f".. currentmodule:: {modname}\n\n"
+            f".. autosummary::\n   :toctree: .\n   :nosignatures:\n\n{entries}\n"
+        )
+        (GENERATED_DIR / f"{modname}.rst").write_text(page, encoding="utf-8")
+        written.append(modname)
+    return written
+
+
+API_MODULES = write_api_pages()
+
+# -- Tutorials ----------------------------------------------------------------
+
+TUTORIALS_DIR = REPO_ROOT / "tutorials"
+TUTORIAL_SUFFIXES = (".ipynb", ".md")
+
+
+def tutorial_docnames() -> list[str]:
+    if not TUTORIALS_DIR.is_dir():
+        return []
+    found = [
+        path
+        for path in TUTORIALS_DIR.iterdir()
+        if path.is_file()
+        and path.suffix in TUTORIAL_SUFFIXES
+        and path.name.lower() != "readme.md"
+        and not path.name.startswith((".", "_"))
+    ]
+    return [f"tutorials/{path.stem}" for path in sorted(found)]
+
+
+TUTORIALS = tutorial_docnames()
+
+# -- Lists filled in at read time ---------------------------------------------
+# A page holds a line ``<!-- autolist: NAME -->``; it is replaced by a toctree of
+# the pages found above, or by a sentence when there are none yet. A plain glob
+# toctree would warn (and fail the -W build) while a list is still empty.
+
+
+def _toctree(entries: list[str], maxdepth: int) -> str:
+    lines = "\n".join(entries)
+    return f"```{{toctree}}\n:maxdepth: {maxdepth}\n\n{lines}\n```\n"
+
+
+def _autolist(name: str) -> str:
+    if name == "tutorials":
+        if not TUTORIALS:
+            return "No tutorial has been published yet.\n"
+        return _toctree(TUTORIALS, maxdepth=1)
+    if name == "api":
+        if not API_MODULES:
+            return "No public name has been exported yet.\n"
+        return _toctree([f"generated/{m}" for m in API_MODULES], maxdepth=1)
+    raise ValueError(f"unknown autolist {name!r}")
+
+
+def _fill_autolists(app, docname, source) -> None:
+    text = source[0]
+    for name in ("tutorials", "api"):
+        marker = f"<!-- autolist: {name} -->"
+        if marker in text:
+            text = text.replace(marker, _autolist(name))
+    source[0] = text
+
+
+# -- Docstrings of re-exported constants ----------------------------------------
+# A constant such as ``CLASS_NAMES = (...)`` documented by a string after it in a
+# private module, and re-exported by its subpackage, would otherwise show the
+# docstring of its type ("Built-in immutable sequence."): take the attribute
+# docstring from the module that defines it.
+
+
+def _defining_attribute_doc(fullname: str, obj: object) -> list[str] | None:
+    from sphinx.pycode import ModuleAnalyzer, PycodeError
+
+    modname, _, attr = fullname.rpartition(".")
+    for name, module in sorted(sys.modules.items()):
+        if not name.startswith(f"{modname}.") or module is None:
+            continue
+        if getattr(module, attr, _MISSING) is not obj:
+            continue
+        try:
+            docs = ModuleAnalyzer.for_module(name).find_attr_docs()
+        except PycodeError:
+            continue
+        if ("", attr) in docs:
+            return list(docs[("", attr)])
+    return None
+
+
+_MISSING = object()
+
+
+def _attribute_docstring(app, what, name, obj, options, lines) -> None:
+    if what not in ("data", "attribute"):
+        return
+    type_doc = (type(obj).__doc__ or "").strip()
+    if lines and "\n".join(lines).strip() != type_doc:
+        return
+    found = _defining_attribute_doc(name, obj)
+    if found is not None:
+        lines[:] = [line.rstrip("\n") for line in found]
+
+
+def setup(app):
+    app.connect("source-read", _fill_autolists)
+    app.connect("autodoc-process-docstring", _attribute_docstring)
+    return {"parallel_read_safe": True}
