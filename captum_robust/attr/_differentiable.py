@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,7 @@ from captum.attr import (
     Saliency,
 )
 from captum.attr._core.guided_backprop_deconvnet import ModifiedReluGradientAttribution
+from torch import Tensor, nn
 
 from captum_robust.attr._base import (
     DifferentiableAttribution,
@@ -109,6 +111,24 @@ def _refusal(attribution: object) -> str | None:
             f"{name} is not supported by differentiable(); its gradients are not "
             "computed through a function that can be given create_graph=True"
         )
+    if isinstance(attribution, type):
+        return (
+            f"the class {attribution.__name__} was given; pass an instance, e.g. "
+            f"{attribution.__name__}(model)"
+        )
+    if isinstance(attribution, nn.Module):
+        return (
+            f"a model ({name}) is not an attribution; pass a Captum attribution "
+            "built on it, e.g. Saliency(model)"
+        )
+    owner = getattr(attribution, "__self__", None)
+    if isinstance(owner, (Attribution, DifferentiableAttribution)):
+        return (
+            f"the bound method {type(owner).__name__}."
+            f"{getattr(attribution, '__name__', '?')} was given; pass the "
+            f"{type(owner).__name__} object itself (its method would run without "
+            "create_graph and its gradients would be silently lost)"
+        )
     if callable(attribution):
         return None
     return f"a {name} is neither a Captum attribution nor a callable"
@@ -162,14 +182,28 @@ class CallableAttribution(DifferentiableAttribution):
         additional_forward_args: Any = None,
         **kwargs: Any,
     ) -> Any:
-        """Call the wrapped function with gradients enabled."""
+        """Call the wrapped function with gradients enabled.
+
+        Warns (``RuntimeWarning``) if none of the returned tensors carries an
+        autograd graph, since gradients through it would then be silently absent.
+        """
         with torch.enable_grad():
-            return self._fn(
+            out = self._fn(
                 inputs,
                 target=target,
                 additional_forward_args=additional_forward_args,
                 **kwargs,
             )
+        tensors = out if isinstance(out, tuple) else (out,)
+        if not any(isinstance(t, Tensor) and t.requires_grad for t in tensors):
+            warnings.warn(
+                f"the attribution callable {self.method!r} returned tensors without "
+                "an autograd graph: nothing can be back-propagated through them. "
+                "Compute the gradients inside it with create_graph=True.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return out
 
     def with_forward_func(
         self, forward_func: Callable[..., Any], **kwargs: Any

@@ -172,6 +172,10 @@ def test_plain_callable(net, xb):
     )
     with pytest.raises(TypeError, match="plain callable"):
         wrapper.with_forward_func(net)
+    # A callable whose result has no graph is reported, not silently accepted.
+    detached = differentiable(lambda inputs, target=None, **_: inputs.detach() * 0)
+    with pytest.warns(RuntimeWarning, match="without an autograd graph"):
+        detached.attribute(xb, target=0)
     assert differentiable(wrapper) is wrapper
     sg = SmoothGrad(net)
     assert differentiable(sg) is sg and is_differentiable(sg)
@@ -203,10 +207,18 @@ def _refused(model):
         (LayerConductance(model, model.conv1), "LayerConductance", "not supported"),
         (baselines, "Tensor", "neither a Captum attribution nor a callable"),
         (None, "NoneType", "neither"),
+        (Saliency, "the class Saliency", "instance"),
+        (model, "TinyNet", "not an attribution"),
+        (Saliency(model).attribute, "Saliency.attribute", "object itself"),
+        (
+            differentiable(Saliency(model)).attribute,
+            "CaptumGradientAttribution.attribute",
+            "object itself",
+        ),
     ]
 
 
-@pytest.mark.parametrize("index", range(18))
+@pytest.mark.parametrize("index", range(22))
 def test_unsupported_methods_are_refused(index, net):
     obj, name, reason = _refused(net)[index]
     assert is_differentiable(obj) is False
