@@ -12,5 +12,11 @@ def pytest_collection_modifyitems(config, items):
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
-        if "gpu" in item.keywords or "tests/gpu/" in str(item.fspath).replace("\\", "/"):
+        if "gpu" in item.keywords or "tests/gpu/" in str(item.fspath).replace(
+            "\\", "/"
+        ):
             item.add_marker(skip_gpu)
+
+
+# Launched as a separate process by the distributed tests, never imported here.
+collect_ignore_glob = ["*_worker.py"]

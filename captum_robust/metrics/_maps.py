@@ -58,6 +58,7 @@ def flatten_attribution(
     abs: bool = True,
     channel_reduction: ChannelReduction = "sum",
     validate: bool = True,
+    name: str = "attributions",
 ) -> Tensor:
     """Turn a Captum attribution into one flat map per sample.
 
@@ -78,6 +79,8 @@ def flatten_attribution(
         channel as its own feature.
     validate : bool, default True
         Check types, shapes, devices and finiteness (one host synchronisation).
+    name : str, default "attributions"
+        Argument name used in error messages.
 
     Returns
     -------
@@ -94,11 +97,13 @@ def flatten_attribution(
     >>> flatten_attribution((attr, torch.randn(2, 5))).shape
     torch.Size([2, 69])
     """
-    tensors = _validated(attributions, "attributions", channel_reduction, validate)
+    tensors = _validated(attributions, name, channel_reduction, validate)
     flat = [_reduce(t, abs, channel_reduction).flatten(1) for t in tensors]
     if len(flat) == 1:
         return flat[0]
-    dtype = torch.promote_types(*[f.dtype for f in flat]) if len(flat) > 1 else None
+    dtype = flat[0].dtype
+    for f in flat[1:]:
+        dtype = torch.promote_types(dtype, f.dtype)
     return torch.cat([f.to(dtype) for f in flat], dim=1)
 
 
@@ -149,8 +154,7 @@ def spatial_attribution(
     t = tensors[0]
     if t.dim() not in (3, 4):
         raise ValueError(
-            f"`{name}` must have shape (B, C, H, W) or (B, H, W), got "
-            f"{tuple(t.shape)}."
+            f"`{name}` must have shape (B, C, H, W) or (B, H, W), got {tuple(t.shape)}."
         )
     if t.dim() == 4 and channel_reduction == "none":
         if t.shape[1] != 1:

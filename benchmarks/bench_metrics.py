@@ -1,0 +1,105 @@
+"""Speed and memory of the rank metrics against per-sample scipy/numpy loops.
+
+Prints ratios measured in this run; run with `make bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+
+import numpy as np
+import scipy.stats
+import torch
+from _timing import best_time, report
+
+from captum_robust.metrics import kendall_tau, topk_intersection
+
+
+def scipy_kendall_loop(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.array([scipy.stats.kendalltau(x, y).statistic for x, y in zip(a, b)])
+
+
+def numpy_topk_loop(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
+    out = np.empty(len(a))
+    for i, (x, y) in enumerate(zip(a, b)):
+        top_x = np.argpartition(-x, k - 1)[:k]
+        top_y = np.argpartition(-y, k - 1)[:k]
+        out[i] = len(np.intersect1d(top_x, top_y)) / k
+    return out
+
+
+def peak_memory_child(side: int, device: str) -> None:
+    """Print the peak memory of one kendall_tau call on 64 maps of side x side."""
+    generator = torch.Generator().manual_seed(0)
+    a = torch.rand(64, 1, side, side, generator=generator).to(device)
+    b = torch.rand(64, 1, side, side, generator=generator).to(device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        kendall_tau(a, b)
+        print(torch.cuda.max_memory_allocated() - base)
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        kendall_tau(a, b)
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu"
+    )
+    parser.add_argument("--memory-child", type=int, default=None)
+    args = parser.parse_args()
+    if args.memory_child is not None:
+        peak_memory_child(args.memory_child, args.device)
+        return
+    torch.set_num_threads(2 if args.device == "cpu" else torch.get_num_threads())
+    device = args.device
+    generator = torch.Generator().manual_seed(0)
+    print(f"device: {device}, torch threads: {torch.get_num_threads()}")
+
+    a = torch.rand(64, 1, 224, 224, generator=generator)
+    b = (a + torch.rand(64, 1, 224, 224, generator=generator)).round(decimals=3)
+    a_np, b_np = a.flatten(1).double().numpy(), b.flatten(1).double().numpy()
+    a_dev, b_dev = a.to(device), b.to(device)
+    ours = best_time(lambda: kendall_tau(a_dev, b_dev), device=device)
+    reference = best_time(lambda: scipy_kendall_loop(a_np, b_np), repeats=3)
+    target = ">= 1x on CPU, aim 2x" if device == "cpu" else ">= 100x on GPU"
+    report("kendall_tau, 64 maps 224x224 vs scipy loop", ours, reference, target)
+    np.testing.assert_allclose(
+        kendall_tau(a_dev, b_dev).cpu().double().numpy(),
+        scipy_kendall_loop(a_np, b_np),
+        rtol=1e-5,
+    )
+
+    a = torch.rand(256, 3, 224, 224, generator=generator)
+    b = a + 0.5 * torch.rand(256, 3, 224, 224, generator=generator)
+    maps_a, maps_b = a.abs().sum(1), b.abs().sum(1)
+    a_np, b_np = maps_a.flatten(1).numpy(), maps_b.flatten(1).numpy()
+    a_dev, b_dev = maps_a.to(device), maps_b.to(device)
+    ours = best_time(lambda: topk_intersection(a_dev, b_dev, 1000), device=device)
+    reference = best_time(lambda: numpy_topk_loop(a_np, b_np, 1000), repeats=3)
+    report("topk_intersection, 256 maps 224x224, k=1000", ours, reference, ">= 10x")
+
+    print("peak memory of kendall_tau on 64 maps (should grow linearly with pixels):")
+    for side in (64, 128, 224):
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-child", str(side), "--device", device],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        peak = int(out.stdout.strip())
+        pixels = 64 * side * side
+        print(
+            f"  {side:>3}x{side:<3} {peak / 2**20:8.1f} MiB   "
+            f"{peak / pixels:6.1f} bytes per pixel"
+        )
+
+
+if __name__ == "__main__":
+    main()

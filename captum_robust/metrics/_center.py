@@ -1,0 +1,103 @@
+"""Center of mass of an attribution map and its shift (Ghorbani et al.)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from captum_robust.metrics._maps import (
+    ChannelReduction,
+    TensorOrTuple,
+    spatial_attribution,
+)
+from captum_robust.metrics._pairwise import spatial_pair
+
+
+def center_of_mass_map(maps: Tensor) -> Tensor:
+    """(row, column) center of mass of (B, H, W) maps; NaN for an all-zero map."""
+    _, height, width = maps.shape
+    rows = torch.arange(height, device=maps.device, dtype=maps.dtype)
+    cols = torch.arange(width, device=maps.device, dtype=maps.dtype)
+    mass = maps.sum(dim=(1, 2))
+    row = (maps.sum(dim=2) * rows).sum(dim=1) / mass
+    col = (maps.sum(dim=1) * cols).sum(dim=1) / mass
+    return torch.stack((row, col), dim=1)
+
+
+def center_of_mass(
+    attributions: TensorOrTuple,
+    *,
+    abs: bool = True,
+    channel_reduction: ChannelReduction = "sum",
+) -> Tensor:
+    """Attribution-weighted mean pixel coordinate of each sample's map.
+
+    Parameters
+    ----------
+    attributions : Tensor
+        (B, C, H, W) or (B, H, W) image attributions.
+    abs : bool, default True
+        Weight pixels by magnitude. With ``abs=False`` negative attributions pull
+        the center away, which is rarely meaningful.
+    channel_reduction : {"sum", "mean", "max"}, default "sum"
+        How channels are merged.
+
+    Returns
+    -------
+    Tensor
+        Shape (B, 2): (row, column) in pixels, 0-based. NaN for a sample whose
+        map sums to zero (its center is undefined).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from captum_robust.metrics import center_of_mass
+    >>> attr = torch.zeros(1, 1, 5, 5)
+    >>> attr[0, 0, 1, 3] = 2.0
+    >>> center_of_mass(attr)
+    tensor([[1., 3.]])
+    """
+    maps = spatial_attribution(
+        attributions, abs=abs, channel_reduction=channel_reduction
+    )
+    return center_of_mass_map(maps)
+
+
+def center_of_mass_shift(
+    attr_a: TensorOrTuple,
+    attr_b: TensorOrTuple,
+    *,
+    abs: bool = True,
+    channel_reduction: ChannelReduction = "sum",
+) -> Tensor:
+    """Euclidean distance in pixels between the centers of mass of two maps.
+
+    Ghorbani et al.'s "center dislocation": how far an attack moved the
+    explanation.
+
+    Parameters
+    ----------
+    attr_a, attr_b : Tensor
+        Image attributions of one shape, (B, C, H, W) or (B, H, W).
+    abs : bool, default True
+        Weight pixels by magnitude.
+    channel_reduction : {"sum", "mean", "max"}, default "sum"
+        How channels are merged.
+
+    Returns
+    -------
+    Tensor
+        Shape (B,), in pixels; NaN where either map sums to zero.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from captum_robust.metrics import center_of_mass_shift
+    >>> a = torch.zeros(1, 8, 8)
+    >>> b = torch.zeros(1, 8, 8)
+    >>> a[0, 0, 0], b[0, 3, 4] = 1.0, 1.0
+    >>> center_of_mass_shift(a, b)
+    tensor([5.])
+    """
+    map_a, map_b = spatial_pair(attr_a, attr_b, abs, channel_reduction)
+    return (center_of_mass_map(map_a) - center_of_mass_map(map_b)).norm(dim=1)

@@ -1,0 +1,280 @@
+"""Streaming versions of the functional metrics, built on torchmetrics.Metric.
+
+Each class keeps a running sum, sum of squares and count in float64, which
+reduce by summation across distributed ranks, and returns the mean with a
+Student-t confidence interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import scipy.stats
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from captum_robust._utils.validation import check_number
+from captum_robust.metrics._center import center_of_mass_shift
+from captum_robust.metrics._correlation import kendall_tau, spearman_correlation
+from captum_robust.metrics._localisation import (
+    mask_iou,
+    pointing_game,
+    relevance_rank_accuracy,
+    silhouette_overlap,
+)
+from captum_robust.metrics._topk import topk_intersection
+
+
+class PerSampleMean(Metric):
+    """Mean of a per-sample score over every batch seen, with its spread.
+
+    Subclasses set ``score_fn``, a function returning a (B,) tensor. Samples
+    whose score is NaN (undefined, such as a rank correlation of a constant map)
+    are counted apart in ``nan_count`` and left out of the mean.
+
+    ``compute()`` returns a dict of 0-dim tensors: ``mean``, ``std`` (sample
+    standard deviation), ``count``, ``nan_count``, ``ci_low`` and ``ci_high``
+    (the Student-t interval of the mean at ``confidence``).
+    """
+
+    full_state_update = False
+    is_differentiable = False
+    score_fn: Callable[..., Tensor]
+
+    def __init__(
+        self, *, confidence: float = 0.95, score_kwargs: dict[str, Any], **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        check_number(confidence, "confidence", minimum=0.0, maximum=1.0)
+        if not 0.0 < confidence < 1.0:
+            raise ValueError(f"`confidence` must be in (0, 1), got {confidence}.")
+        self.confidence = confidence
+        self.score_kwargs = score_kwargs
+        for name in ("total", "total_squares", "count", "nan_count"):
+            self.add_state(
+                name,
+                default=torch.tensor(0.0, dtype=torch.float64),
+                dist_reduce_fx="sum",
+            )
+
+    def update(self, *args: Any) -> None:
+        scores = type(self).score_fn(*args, **self.score_kwargs).double()
+        undefined = scores.isnan()
+        scores = scores.masked_fill(undefined, 0.0)
+        self.total += scores.sum()
+        self.total_squares += (scores * scores).sum()
+        self.count += (~undefined).sum()
+        self.nan_count += undefined.sum()
+
+    def compute(self) -> dict[str, Tensor]:
+        count = self.count
+        mean = self.total / count
+        variance = (self.total_squares - count * mean * mean) / (count - 1)
+        std = variance.clamp(min=0.0).sqrt()
+        degrees = max(int(count.item()) - 1, 1)
+        t_value = float(scipy.stats.t.ppf(0.5 + self.confidence / 2, degrees))
+        half_width = t_value * std / count.sqrt()
+        return {
+            "mean": mean,
+            "std": std,
+            "count": count,
+            "nan_count": self.nan_count,
+            "ci_low": mean - half_width,
+            "ci_high": mean + half_width,
+        }
+
+
+class TopKIntersection(PerSampleMean):
+    """Streaming mean of :func:`topk_intersection` over batches.
+
+    Parameters
+    ----------
+    k : int
+        Number of top features compared.
+    abs, channel_reduction
+        As in :func:`topk_intersection`.
+    confidence : float, default 0.95
+        Level of the confidence interval returned by ``compute``.
+    **kwargs
+        Passed to ``torchmetrics.Metric`` (e.g. ``sync_on_compute``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from captum_robust.metrics import TopKIntersection
+    >>> metric = TopKIntersection(k=2)
+    >>> metric.update(torch.tensor([[4.0, 3.0, 2.0]]), torch.tensor([[4.0, 1.0, 3.0]]))
+    >>> metric.update(torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[1.0, 2.0, 3.0]]))
+    >>> metric.compute()["mean"]
+    tensor(0.7500, dtype=torch.float64)
+    """
+
+    higher_is_better = True
+    score_fn = staticmethod(topk_intersection)
+
+    def __init__(
+        self,
+        k: int,
+        *,
+        abs: bool = True,
+        channel_reduction: str = "sum",
+        confidence: float = 0.95,
+        **kwargs: Any,
+    ) -> None:
+        score_kwargs = dict(k=k, abs=abs, channel_reduction=channel_reduction)
+        super().__init__(confidence=confidence, score_kwargs=score_kwargs, **kwargs)
+
+
+class _PairScore(PerSampleMean):
+    def __init__(
+        self,
+        *,
+        abs: bool = True,
+        channel_reduction: str = "sum",
+        confidence: float = 0.95,
+        **kwargs: Any,
+    ) -> None:
+        score_kwargs = dict(abs=abs, channel_reduction=channel_reduction)
+        super().__init__(confidence=confidence, score_kwargs=score_kwargs, **kwargs)
+
+
+class KendallTau(_PairScore):
+    """Streaming mean of :func:`kendall_tau`; NaN samples are counted apart.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from captum_robust.metrics import KendallTau
+    >>> metric = KendallTau()
+    >>> metric.update(torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[1.0, 2.0, 3.0]]))
+    >>> metric.compute()["mean"]
+    tensor(1., dtype=torch.float64)
+    """
+
+    higher_is_better = True
+    score_fn = staticmethod(kendall_tau)
+
+
+class SpearmanCorrelation(_PairScore):
+    """Streaming mean of :func:`spearman_correlation`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from captum_robust.metrics import SpearmanCorrelation
+    >>> metric = SpearmanCorrelation()
+    >>> metric.update(torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[3.0, 2.0, 1.0]]))
+    >>> metric.compute()["mean"]
+    tensor(-1., dtype=torch.float64)
+    """
+
+    higher_is_better = True
+    score_fn = staticmethod(spearman_correlation)
+
+
+class CenterOfMassShift(_PairScore):
+    """Streaming mean of :func:`center_of_mass_shift`, in pixels.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from captum_robust.metrics import CenterOfMassShift
+    >>> a, b = torch.zeros(1, 4, 4), torch.zeros(1, 4, 4)
+    >>> a[0, 0, 0], b[0, 0, 3] = 1.0, 1.0
+    >>> metric = CenterOfMassShift()
+    >>> metric.update(a, b)
+    >>> metric.compute()["mean"]
+    tensor(3., dtype=torch.float64)
+    """
+
+    higher_is_better = False
+    score_fn = staticmethod(center_of_mass_shift)
+
+
+class _MaskScore(_PairScore):
+    higher_is_better = True
+
+
+class SilhouetteOverlap(_MaskScore):
+    """Streaming mean of :func:`silhouette_overlap`; ``update(attributions, mask)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from captum_robust.metrics import SilhouetteOverlap
+    >>> metric = SilhouetteOverlap()
+    >>> metric.update(torch.tensor([[[3.0, 1.0]]]), torch.tensor([[[1, 0]]]))
+    >>> metric.compute()["mean"]
+    tensor(0.7500, dtype=torch.float64)
+    """
+
+    score_fn = staticmethod(silhouette_overlap)
+
+
+class PointingGame(_MaskScore):
+    """Streaming hit rate of :func:`pointing_game`; ``update(attributions, mask)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from captum_robust.metrics import PointingGame
+    >>> metric = PointingGame()
+    >>> metric.update(torch.tensor([[[3.0, 1.0]]]), torch.tensor([[[0, 1]]]))
+    >>> metric.compute()["mean"]
+    tensor(0., dtype=torch.float64)
+    """
+
+    score_fn = staticmethod(pointing_game)
+
+
+class RelevanceRankAccuracy(_MaskScore):
+    """Streaming mean of :func:`relevance_rank_accuracy`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from captum_robust.metrics import RelevanceRankAccuracy
+    >>> metric = RelevanceRankAccuracy()
+    >>> metric.update(torch.tensor([[[3.0, 1.0]]]), torch.tensor([[[1, 0]]]))
+    >>> metric.compute()["mean"]
+    tensor(1., dtype=torch.float64)
+    """
+
+    score_fn = staticmethod(relevance_rank_accuracy)
+
+
+class MaskIoU(PerSampleMean):
+    """Streaming mean of :func:`mask_iou`; ``update(attributions, mask)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from captum_robust.metrics import MaskIoU
+    >>> metric = MaskIoU(threshold=0.5)
+    >>> metric.update(torch.tensor([[[3.0, 1.0]]]), torch.tensor([[[1, 0]]]))
+    >>> metric.compute()["mean"]
+    tensor(1., dtype=torch.float64)
+    """
+
+    higher_is_better = True
+    score_fn = staticmethod(mask_iou)
+
+    def __init__(
+        self,
+        *,
+        threshold: float = 0.5,
+        threshold_mode: str = "max_fraction",
+        abs: bool = True,
+        channel_reduction: str = "sum",
+        confidence: float = 0.95,
+        **kwargs: Any,
+    ) -> None:
+        score_kwargs = dict(
+            threshold=threshold,
+            threshold_mode=threshold_mode,
+            abs=abs,
+            channel_reduction=channel_reduction,
+        )
+        super().__init__(confidence=confidence, score_kwargs=score_kwargs, **kwargs)

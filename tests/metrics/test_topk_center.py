@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from captum_robust.metrics import (
+    center_of_mass,
+    center_of_mass_shift,
+    topk_intersection,
+)
+
+
+def brute_force_topk(row, k):
+    # Larger value first, lower index first among equals.
+    order = sorted(range(len(row)), key=lambda i: (-row[i], i))
+    return set(order[:k])
+
+
+@st.composite
+def maps_and_k(draw):
+    batch = draw(st.integers(1, 4))
+    n = draw(st.integers(1, 50))
+    levels = draw(st.sampled_from([2, 4, 10_000]))
+    a = draw(arrays(np.int64, (batch, n), elements=st.integers(0, levels - 1)))
+    b = draw(arrays(np.int64, (batch, n), elements=st.integers(0, levels - 1)))
+    k = draw(st.integers(1, n))
+    return a.astype(np.float32), b.astype(np.float32), k
+
+
+@settings(max_examples=200, deadline=None)
+@given(maps_and_k())
+def test_topk_intersection_matches_brute_force_set_intersection(data):
+    a, b, k = data
+    expected = [
+        len(brute_force_topk(ra, k) & brute_force_topk(rb, k)) / k
+        for ra, rb in zip(a, b)
+    ]
+    result = topk_intersection(torch.from_numpy(a), torch.from_numpy(b), k)
+    np.testing.assert_allclose(result.numpy(), expected, rtol=1e-6)
+
+
+def test_topk_hand_case_and_ties_are_deterministic():
+    a = torch.tensor([[1.0, 1.0, 1.0, 1.0]])
+    b = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
+    # a's top-2 under ties is indices {0, 1}; b's is {2, 3}.
+    assert topk_intersection(a, b, 2).item() == 0.0
+    assert topk_intersection(a, a, 3).item() == 1.0
+
+
+def test_topk_on_image_attributions_uses_channel_sum_of_magnitudes():
+    a = torch.zeros(1, 3, 2, 2)
+    a[0, :, 0, 0] = torch.tensor([1.0, -1.0, 1.0])  # |.| sum 3, signed sum 1
+    a[0, 0, 1, 1] = 2.0
+    b = torch.zeros(1, 3, 2, 2)
+    b[0, 0, 0, 0] = 5.0
+    assert topk_intersection(a, b, 1).item() == 1.0
+    assert topk_intersection(a, b, 1, abs=False).item() == 0.0
+
+
+def test_center_of_mass_hand_computed():
+    attr = torch.zeros(2, 1, 4, 6)
+    attr[0, 0, 1, 2] = 1.0
+    attr[0, 0, 3, 4] = 3.0
+    attr[1, 0, 0, 0] = -2.0  # magnitude counts by default
+    expected = torch.tensor([[(1 + 9) / 4, (2 + 12) / 4], [0.0, 0.0]])
+    torch.testing.assert_close(center_of_mass(attr), expected)
+
+
+def test_center_of_mass_of_zero_map_is_nan():
+    assert torch.isnan(center_of_mass(torch.zeros(1, 3, 3))).all()
+
+
+def test_center_shift_is_euclidean_distance():
+    generator = torch.Generator().manual_seed(0)
+    a = torch.rand(5, 3, 9, 7, generator=generator)
+    b = torch.rand(5, 3, 9, 7, generator=generator)
+    expected = (center_of_mass(a) - center_of_mass(b)).pow(2).sum(1).sqrt()
+    torch.testing.assert_close(center_of_mass_shift(a, b), expected)
+    assert torch.equal(center_of_mass_shift(a, a), torch.zeros(5))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_center_and_topk_accept_precisions(dtype):
+    a = torch.rand(2, 3, 8, 8).to(dtype)
+    assert center_of_mass_shift(a, a).shape == (2,)
+    assert torch.equal(
+        topk_intersection(a, a, 5),
+        torch.ones(2, dtype=torch.float32 if dtype != torch.float64 else dtype),
+    )
