@@ -258,3 +258,22 @@ def test_gradient_shap_seed_and_options(net, xb):
         stdevs=0.1,
     )
     _close(c, a)
+
+
+def test_noise_tunnel_draws_baselines_from_distribution(net, xb):
+    base = torch.rand(1, 2, 6, 6, generator=torch.Generator().manual_seed(0)).double()
+    # Identical rows: whatever is drawn, the result is IG from that baseline.
+    distribution = base.expand(5, 2, 6, 6)
+    nt = differentiable(NoiseTunnel(IntegratedGradients(net)), seed=0)
+    ours = nt.attribute(
+        xb,
+        nt_samples=3,
+        nt_samples_batch_size=2,
+        stdevs=0.0,
+        draw_baseline_from_distrib=True,
+        baselines=distribution,
+        target=0,
+        n_steps=5,
+    )
+    theirs = IntegratedGradients(net).attribute(xb, baselines=base, target=0, n_steps=5)
+    _close(ours, theirs)
