@@ -340,7 +340,9 @@ def make_silhouette_digits(
         Each background picture is resized (with antialiasing) so its shorter side
         is ``background_scale * image_size`` before crops of ``image_size`` are cut,
         so a crop shows ``1 / background_scale`` of it. At least 4 so that the
-        test region is as wide as an image.
+        test region is as wide as an image. The pictures' shorter sides are 300 to
+        872 pixels, so beyond ``image_size`` 64 or so the backgrounds are upsampled
+        and look blurred.
     return_backgrounds : bool, default False
         Also return the background crops before compositing.
 
