@@ -32,8 +32,28 @@ def topk_mask(maps: Tensor, k: int | Tensor) -> Tensor:
     return greater | (equal & (equal.cumsum(dim=1, dtype=torch.int32) <= missing))
 
 
+def _topk_indices_if_unique(maps: Tensor, k: int) -> Tensor | None:
+    """Indices of the k largest entries, or None when a tie straddles the cut.
+
+    Without a tie at the k-th value, torch.topk's choice is the only one, so the
+    O(N) tie-breaking passes of ``topk_mask`` can be skipped. Deciding that needs
+    a host check, which costs nothing for CPU tensors and is skipped on GPUs.
+    """
+    values, indices = maps.topk(k, dim=1, sorted=False)
+    kth = values.amin(dim=1, keepdim=True)
+    if bool(((maps >= kth).sum(dim=1) == k).all()):
+        return indices
+    return None
+
+
 def topk_intersection_flat(map_a: Tensor, map_b: Tensor, k: int) -> Tensor:
     """Share of the k top entries that two (B, N) maps have in common."""
+    if map_a.device.type == "cpu":
+        top_a = _topk_indices_if_unique(map_a, k)
+        top_b = _topk_indices_if_unique(map_b, k) if top_a is not None else None
+        if top_a is not None and top_b is not None:
+            in_a = torch.zeros_like(map_a, dtype=torch.bool).scatter_(1, top_a, True)
+            return in_a.gather(1, top_b).sum(dim=1).to(map_a.dtype) / k
     common = (topk_mask(map_a, k) & topk_mask(map_b, k)).sum(dim=1)
     return common.to(map_a.dtype) / k
 
