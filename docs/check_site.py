@@ -376,7 +376,7 @@ def check_in_browser(site: Path, shots: Path) -> list[str]:
                     )
             print(
                 f"browser: {page}: {len(text)} characters of visible text, "
-                f"screenshot {shot.relative_to(REPO_ROOT)}"
+                f"screenshot {os.path.relpath(shot)}"
             )
     finally:
         server.shutdown()
