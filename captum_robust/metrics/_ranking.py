@@ -36,9 +36,11 @@ def tied_pairs_from_runs(new_run: Tensor) -> Tensor:
     Each element adds the number of equal elements before it in its run, so a
     run of length t adds t(t - 1) / 2.
     """
-    positions = _positions(new_run)
+    positions = torch.arange(
+        new_run.shape[1], device=new_run.device, dtype=torch.int32
+    ).expand_as(new_run)
     starts = torch.where(new_run, positions, 0).cummax(dim=1).values
-    return (positions - starts).sum(dim=1)
+    return (positions - starts).sum(dim=1, dtype=torch.long)
 
 
 def new_run_mask(*sorted_keys: Tensor) -> Tensor:
