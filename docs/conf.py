@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -285,7 +286,44 @@ def _attribute_docstring(app, what, name, obj, options, lines) -> None:
         lines[:] = [line.rstrip("\n") for line in found]
 
 
+# -- Plain-text |x| in docstrings ----------------------------------------------
+# Docstrings write a set's size or an absolute value as |M| or |x|, which reads
+# well in help() but is a substitution reference to docutils ("Undefined
+# substitution referenced"). Escape the bars outside literals, doctests, code
+# and math blocks, so the text renders as written.
+
+_SUBSTITUTION = re.compile(r"(?<![\\|])\|([^\s|`](?:[^|`]{0,30}?[^\s|`])?)\|(?![_|])")
+_INLINE_LITERAL = re.compile(r"(``.+?``|`[^`]*`)")
+_LITERAL_DIRECTIVE = re.compile(r"^\s*\.\. (code-block|code|sourcecode|math)::")
+
+
+def _escape_bars(line: str) -> str:
+    parts = _INLINE_LITERAL.split(line)
+    for i in range(0, len(parts), 2):  # even parts lie outside inline literals
+        parts[i] = _SUBSTITUTION.sub(r"\\|\1\\|", parts[i])
+    return "".join(parts)
+
+
+def _plain_bars(app, what, name, obj, options, lines) -> None:
+    literal_indent = None  # indentation of the line that opened a literal block
+    for i, line in enumerate(lines):
+        stripped = line.lstrip()
+        indent = len(line) - len(stripped)
+        if literal_indent is not None:
+            if not stripped or indent > literal_indent:
+                continue
+            literal_indent = None
+        if stripped.startswith((">>>", "...")):
+            continue
+        if stripped.endswith("::") or _LITERAL_DIRECTIVE.match(line):
+            literal_indent = indent
+            if _LITERAL_DIRECTIVE.match(line):
+                continue
+        lines[i] = _escape_bars(line)
+
+
 def setup(app):
     app.connect("source-read", _fill_autolists)
     app.connect("autodoc-process-docstring", _attribute_docstring)
+    app.connect("autodoc-process-docstring", _plain_bars)
     return {"parallel_read_safe": True}
