@@ -1,0 +1,508 @@
+"""Machinery shared by the regularizers: checks, random draws, state, gradients."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from captum_robust._utils.validation import (
+    FLOAT_DTYPES,
+    check_finite,
+    check_number,
+)
+from captum_robust.attr import softplus_activations
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+Radius = float | Tensor
+Bounds = tuple[float | Tensor, float | Tensor]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_model(model: object) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"`model` must be a torch.nn.Module, got {type(model).__name__}."
+        )
+    return model
+
+
+def check_inputs(inputs: object, name: str = "inputs") -> Tensor:
+    if not isinstance(inputs, Tensor):
+        raise TypeError(
+            f"`{name}` must be a single Tensor of shape (B, ...), got "
+            f"{type(inputs).__name__}; the regularizers take models with one input."
+        )
+    if inputs.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"`{name}` must have a floating dtype, got {inputs.dtype}.")
+    if inputs.dim() < 2 or inputs.numel() == 0:
+        raise ValueError(
+            f"`{name}` must have shape (B, ...) with a batch dimension and at least "
+            f"one feature, got {tuple(inputs.shape)}."
+        )
+    check_finite((inputs,), name)
+    # The regularizers differentiate with respect to their own copies of the inputs;
+    # a graph the caller built up to `inputs` is not extended.
+    return inputs.detach()
+
+
+def check_target(target: object, inputs: Tensor) -> Tensor:
+    batch = inputs.shape[0]
+    if isinstance(target, int) and not isinstance(target, bool):
+        return torch.full((batch,), target, dtype=torch.long, device=inputs.device)
+    if not isinstance(target, Tensor):
+        raise TypeError(
+            "`target` must be an int or an integer Tensor of shape (B,), got "
+            f"{type(target).__name__}."
+        )
+    if target.dtype.is_floating_point or target.dtype.is_complex:
+        raise TypeError(
+            f"`target` must hold integer class indices, got {target.dtype}."
+        )
+    if target.dtype == torch.bool:
+        raise TypeError("`target` must hold integer class indices, got torch.bool.")
+    if target.dim() == 0:
+        target = target.expand(batch)
+    if tuple(target.shape) != (batch,):
+        raise ValueError(
+            f"`target` must have shape ({batch},) to match `inputs`, got "
+            f"{tuple(target.shape)}."
+        )
+    if target.device != inputs.device:
+        raise ValueError(
+            f"`target` is on {target.device} but `inputs` is on {inputs.device}; "
+            "move them to one device."
+        )
+    return target.long()
+
+
+def check_logits(logits: object, target: Tensor) -> Tensor:
+    """The model must return (B, num_classes) scores; `target` must index them."""
+    if not isinstance(logits, Tensor):
+        raise TypeError(
+            "`model` must return a Tensor of class scores, got "
+            f"{type(logits).__name__}."
+        )
+    if logits.dim() != 2 or logits.shape[0] != target.shape[0]:
+        raise ValueError(
+            "`model` must return class scores of shape (B, num_classes) = "
+            f"({target.shape[0]}, C), got {tuple(logits.shape)}."
+        )
+    num_classes = logits.shape[1]
+    if bool(((target < 0) | (target >= num_classes)).any()):
+        raise ValueError(
+            f"`target` must hold class indices in [0, {num_classes - 1}] for a model "
+            f"with {num_classes} outputs, got values from {int(target.min())} to "
+            f"{int(target.max())}."
+        )
+    return logits
+
+
+def check_loss_fn(loss_fn: object) -> LossFn:
+    if loss_fn is None:
+        return F.cross_entropy
+    if not callable(loss_fn):
+        raise TypeError(
+            "`loss_fn` must be callable as loss_fn(logits, target), got "
+            f"{type(loss_fn).__name__}."
+        )
+    return loss_fn  # type: ignore[return-value]
+
+
+def check_weight(value: object, name: str) -> float:
+    return check_number(value, name, minimum=0.0)
+
+
+def check_bool(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a bool, got {type(value).__name__}.")
+    return value
+
+
+def check_softplus_beta(value: object) -> float | None:
+    if value is None:
+        return None
+    return check_number(value, "softplus_beta", minimum=0.0, strict_minimum=True)
+
+
+def check_radius(value: object, name: str) -> Radius:
+    """A non-negative number, or a non-negative Tensor broadcast against the inputs."""
+    if isinstance(value, Tensor):
+        if not value.dtype.is_floating_point:
+            raise TypeError(f"`{name}` must be a float or a floating Tensor.")
+        if not bool(torch.isfinite(value).all()) or bool((value < 0).any()):
+            raise ValueError(f"`{name}` must be finite and non-negative.")
+        return value.detach()
+    value = check_number(value, name, minimum=0.0)
+    if value == float("inf"):
+        raise ValueError(f"`{name}` must be finite.")
+    return value
+
+
+def check_bounds(value: object) -> Bounds | None:
+    if value is None:
+        return None
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(
+            "`bounds` must be None or a pair (low, high) of numbers or Tensors, got "
+            f"{value!r}."
+        )
+    low, high = value
+    for i, b in enumerate((low, high)):
+        if isinstance(b, Tensor):
+            if not b.dtype.is_floating_point:
+                raise TypeError(f"`bounds[{i}]` must be a float or a floating Tensor.")
+        else:
+            check_number(b, f"bounds[{i}]")
+    if not isinstance(low, Tensor) and not isinstance(high, Tensor) and low > high:
+        raise ValueError(f"`bounds` must have low <= high, got {tuple(value)}.")
+    if isinstance(low, Tensor) or isinstance(high, Tensor):
+        if bool((torch.as_tensor(low) > torch.as_tensor(high)).any()):
+            raise ValueError("`bounds` must have low <= high everywhere.")
+    return (
+        low.detach() if isinstance(low, Tensor) else float(low),
+        high.detach() if isinstance(high, Tensor) else float(high),
+    )
+
+
+def as_like(value: Radius, like: Tensor) -> float | Tensor:
+    """Numbers stay numbers (cheapest in arithmetic); Tensors move to `like`."""
+    if isinstance(value, Tensor):
+        return value.to(device=like.device, dtype=like.dtype)
+    return value
+
+
+def check_mask(mask: object, inputs: Tensor, name: str = "mask") -> Tensor:
+    """An object mask (B, H, W), (B, 1, H, W) or shaped like `inputs`, as bool.
+
+    Returned with a shape that broadcasts against `inputs`.
+    """
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"`{name}` must be a Tensor, got {type(mask).__name__}.")
+    if mask.is_complex():
+        raise TypeError(f"`{name}` must be bool or real, got {mask.dtype}.")
+    if mask.device != inputs.device:
+        raise ValueError(
+            f"`{name}` is on {mask.device} but `inputs` is on {inputs.device}; move "
+            "them to one device."
+        )
+    shape = tuple(inputs.shape)
+    if tuple(mask.shape) == shape:
+        out = mask
+    elif inputs.dim() >= 3 and tuple(mask.shape) == (shape[0],) + shape[2:]:
+        out = mask.unsqueeze(1)
+    elif inputs.dim() >= 3 and tuple(mask.shape) == (shape[0], 1) + shape[2:]:
+        out = mask
+    else:
+        spatial = "(B, H, W), (B, 1, H, W) or " if inputs.dim() >= 3 else ""
+        raise ValueError(
+            f"`{name}` must have shape {spatial}the shape of `inputs` "
+            f"{shape}, got {tuple(mask.shape)}."
+        )
+    if out.dtype != torch.bool:
+        if not bool(((out == 0) | (out == 1)).all()):
+            raise ValueError(f"`{name}` must be binary (bool or only 0 and 1 values).")
+        out = out != 0
+    return out
+
+
+# ------------------------------------------------------------------- random draws
+
+
+class SeededMixin:
+    """Owns one generator per device, so successive calls differ but runs repeat."""
+
+    def _init_random(self, seed: object, generator: object) -> None:
+        if generator is not None:
+            if not isinstance(generator, torch.Generator):
+                raise TypeError(
+                    "`generator` must be a torch.Generator or None, got "
+                    f"{type(generator).__name__}."
+                )
+            if seed is not None:
+                raise ValueError("Give `seed` or `generator`, not both.")
+        if seed is None:
+            # Drawn from torch's global generator, so torch.manual_seed(...) before
+            # construction makes the run reproducible.
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+        elif isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(
+                f"`seed` must be an int or None, got {type(seed).__name__}."
+            )
+        elif seed < 0:
+            raise ValueError(f"`seed` must be >= 0, got {seed}.")
+        self._seed: int = seed
+        self._user_generator: torch.Generator | None = generator
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def manual_seed(self, seed: int) -> None:
+        """Restart the random draws from ``seed`` (on every device)."""
+        self._init_random(seed, None)
+
+    def _generator_for(self, device: torch.device) -> torch.Generator:
+        if self._user_generator is not None:
+            return self._user_generator
+        gen = self._generators.get(device)
+        if gen is None:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(self._seed)
+            self._generators[device] = gen
+        return gen
+
+    def _draw(self, kind: str, like: Tensor, shape: tuple[int, ...] | None = None):
+        """Uniform [0, 1) ("rand") or standard normal ("randn") draws like `like`."""
+        gen = self._generator_for(like.device)
+        shape = tuple(like.shape) if shape is None else shape
+        fn = torch.rand if kind == "rand" else torch.randn
+        dtype = like.dtype if like.dtype in (torch.float32, torch.float64) else None
+        out = fn(shape, generator=gen, device=gen.device, dtype=dtype)
+        # A user's generator on another device draws there; the result moves.
+        return out.to(device=like.device, dtype=like.dtype)
+
+
+# ------------------------------------------------------------------- model state
+
+
+@contextmanager
+def frozen_running_stats(model: nn.Module) -> Iterator[None]:
+    """Forward passes inside leave the running statistics of norm layers unchanged.
+
+    Only normalisation layers in training mode that track running statistics are
+    affected; they still normalise with the batch statistics, as training does.
+    """
+    saved = []
+    for module in model.modules():
+        if (
+            isinstance(module, nn.modules.batchnorm._NormBase)
+            and module.training
+            and module.track_running_stats
+        ):
+            buffers = [
+                (name, buf)
+                for name, buf in module.named_buffers(recurse=False)
+                if buf is not None
+            ]
+            saved.append((buffers, [buf.clone() for _, buf in buffers]))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffers, copies in saved:
+                for (_, buf), copy in zip(buffers, copies):
+                    buf.copy_(copy)
+
+
+class SmoothMixin:
+    """Optional softplus surrogate for the computations that need second derivatives."""
+
+    def _init_smooth(self, softplus_beta: object) -> None:
+        self.softplus_beta = check_softplus_beta(softplus_beta)
+        self._checked: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+    def _smooth(self, model: nn.Module):
+        if self.softplus_beta is None:
+            return nullcontext(model)
+        return self._swapped(model)
+
+    @contextmanager
+    def _swapped(self, model: nn.Module) -> Iterator[nn.Module]:
+        # The functional-ReLU check wraps one forward pass in a TorchFunctionMode;
+        # once per model is enough.
+        check = model not in self._checked
+        with softplus_activations(
+            model, self.softplus_beta, check_functional=check
+        ) as smooth:
+            yield smooth
+        self._checked.add(model)
+
+
+def unwrap_parallel(model: nn.Module) -> nn.Module:
+    """The wrapped module of DataParallel / DistributedDataParallel, else the model.
+
+    Inner maximisations involve only local data, so they run on the wrapped module
+    and never trigger the wrapper's gradient synchronisation.
+    """
+    if isinstance(
+        model, (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    ):  # pragma: no cover - needs a process group
+        return model.module
+    return model
+
+
+# ------------------------------------------------------------------- gradients
+
+
+def target_logit(logits: Tensor, target: Tensor) -> Tensor:
+    return logits.gather(1, target.unsqueeze(1)).squeeze(1)
+
+
+def target_log_prob(logits: Tensor, target: Tensor) -> Tensor:
+    return target_logit(logits.log_softmax(dim=1), target)
+
+
+def target_prob(logits: Tensor, target: Tensor) -> Tensor:
+    return target_logit(logits.softmax(dim=1), target)
+
+
+def per_sample_ce(logits: Tensor, target: Tensor) -> Tensor:
+    return F.cross_entropy(logits, target, reduction="none")
+
+
+def flat_sq_norm(t: Tensor) -> Tensor:
+    return t.flatten(1).pow(2).sum(dim=1)
+
+
+def project(
+    adv: Tensor, x: Tensor, eps: float | Tensor, bounds: Bounds | None
+) -> Tensor:
+    """Into the L-inf ball of radius eps around x, then into the bounds."""
+    adv = torch.clamp(adv, x - eps, x + eps)
+    if bounds is not None:
+        low, high = bounds
+        if isinstance(low, Tensor) or isinstance(high, Tensor):
+            adv = torch.clamp(adv, as_like(low, x), as_like(high, x))
+        else:
+            adv = adv.clamp(low, high)
+    return adv
+
+
+def pgd_ascent(
+    objective: Callable[[Tensor], Tensor],
+    x: Tensor,
+    *,
+    eps: float | Tensor,
+    step_size: float | Tensor,
+    steps: int,
+    bounds: Bounds | None,
+    random_start: Tensor | None,
+    step_mask: Tensor | None = None,
+) -> Tensor:
+    """Sign-gradient ascent of ``objective(adv)`` (a scalar) in the eps-ball.
+
+    ``random_start`` holds U[0, 1) draws shaped like ``x`` (None: start at x).
+    Only gradients with respect to ``adv`` are taken, so no parameter's ``.grad``
+    is touched.
+    """
+    if random_start is not None:
+        start = (2.0 * random_start - 1.0) * eps
+        if step_mask is not None:
+            start = start * step_mask
+        adv = project(x + start, x, eps, bounds)
+    else:
+        adv = x.clone()
+    for _ in range(steps):
+        adv.requires_grad_(True)
+        (grad,) = torch.autograd.grad(objective(adv), adv)
+        step = grad.sign()
+        if step_mask is not None:
+            step = step * step_mask
+        adv = project(adv.detach() + step_size * step, x, eps, bounds)
+    return adv.detach()
+
+
+def path_alphas(n_steps: int, every: int, like: Tensor) -> Tensor:
+    """Right Riemann points k / n_steps for k = every, 2 every, ..., n_steps."""
+    k = torch.arange(every, n_steps + 1, every, dtype=torch.float64)
+    return (k / n_steps).to(device=like.device, dtype=like.dtype)
+
+
+def path_gradients(
+    model: nn.Module,
+    start: Tensor,
+    end: Tensor,
+    alphas: Tensor,
+    target: Tensor,
+    scalar_fn: Callable[[Tensor, Tensor], Tensor],
+    *,
+    create_graph: bool,
+    check: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Mean gradient of ``scalar_fn(model(z), target)`` over the straight path.
+
+    All points ``z = start + alpha (end - start)`` go through the model as one batch
+    of shape (P * B, ...), points outermost. Returns the mean gradient (B, ...) and
+    the logits (P, B, C). If neither ``start`` nor ``end`` requires gradients, the
+    gradient is taken with respect to the path points themselves.
+    """
+    p, b = alphas.shape[0], start.shape[0]
+    view = (p,) + (1,) * start.dim()
+    z = start.unsqueeze(0) + alphas.view(view) * (end - start).unsqueeze(0)
+    z = z.reshape((p * b,) + tuple(start.shape[1:]))
+    if not z.requires_grad:
+        z = z.detach().requires_grad_(True)
+    logits = model(z)
+    targets = target.repeat(p)
+    if check:
+        check_logits(logits, targets)
+    values = scalar_fn(logits, targets)
+    (grad,) = torch.autograd.grad(values.sum(), z, create_graph=create_graph)
+    mean = grad.view((p, b) + tuple(start.shape[1:])).mean(dim=0)
+    return mean, logits.view(p, b, -1)
+
+
+def integrated_gradients(
+    model: nn.Module,
+    start: Tensor,
+    end: Tensor,
+    alphas: Tensor,
+    target: Tensor,
+    scalar_fn: Callable[[Tensor, Tensor], Tensor],
+    *,
+    create_graph: bool,
+    check: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Riemann-sum IG of ``scalar_fn`` from ``start`` to ``end``; also the logits."""
+    mean, logits = path_gradients(
+        model,
+        start,
+        end,
+        alphas,
+        target,
+        scalar_fn,
+        create_graph=create_graph,
+        check=check,
+    )
+    return (end - start) * mean, logits
+
+
+def input_gradient(
+    model: nn.Module,
+    x: Tensor,
+    target: Tensor,
+    scalar_fn: Callable[[Tensor, Tensor], Tensor],
+    *,
+    create_graph: bool,
+    retain_graph: bool | None = None,
+    check: bool = False,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradient of ``sum scalar_fn(model(x), target)`` w.r.t. a leaf copy of x.
+
+    Returns (gradient, logits, leaf); ``check`` validates the logits and target.
+    """
+    leaf = x.detach().requires_grad_(True)
+    logits = model(leaf)
+    if check:
+        check_logits(logits, target)
+    (grad,) = torch.autograd.grad(
+        scalar_fn(logits, target).sum(),
+        leaf,
+        create_graph=create_graph,
+        retain_graph=retain_graph,
+    )
+    return grad, logits, leaf
+
+
+def run_checked(model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
+    return check_logits(model(x), target)
+
+
+def describe(obj: Any, **fields: Any) -> str:
+    args = ", ".join(f"{k}={v!r}" for k, v in fields.items())
+    return f"{type(obj).__name__}({args})"

@@ -1,0 +1,667 @@
+"""Integrated-gradients regularizers: IG-NORM, IG-SUM-NORM (Chen et al., NeurIPS
+2019) and the enhanced regularizers of Sarkar et al. (AAAI 2021)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from captum_robust._utils.validation import check_positive_int
+from captum_robust.regularizers._common import (
+    Bounds,
+    LossFn,
+    Radius,
+    SeededMixin,
+    SmoothMixin,
+    as_like,
+    check_bool,
+    check_bounds,
+    check_inputs,
+    check_loss_fn,
+    check_model,
+    check_radius,
+    check_target,
+    check_weight,
+    frozen_running_stats,
+    integrated_gradients,
+    path_alphas,
+    per_sample_ce,
+    pgd_ascent,
+    run_checked,
+    target_prob,
+    unwrap_parallel,
+)
+
+__all__ = ["EnhancedAttributionRegularizer", "IGNorm", "IGSumNorm"]
+
+
+def _l1(t: Tensor) -> Tensor:
+    return t.abs().flatten(1).sum(dim=1)
+
+
+class _AdversarialIG(SeededMixin, SmoothMixin):
+    """Shared inner maximisation: PGD with random start on (CE +) ||IG_approx||_1."""
+
+    # Whether the inner objective includes the cross-entropy at x' (IG-SUM-NORM).
+    _attack_with_loss = True
+
+    def _init_attack(
+        self,
+        eps: object,
+        n_steps: object,
+        approx_factor: object,
+        attack_steps: object,
+        attack_step_size: object,
+        random_start: object,
+        bounds: object,
+        softplus_beta: object,
+        seed: object,
+        generator: object,
+    ) -> None:
+        self.eps = check_radius(eps, "eps")
+        self.n_steps = check_positive_int(n_steps, "n_steps")
+        self.approx_factor = check_positive_int(approx_factor, "approx_factor")
+        if self.n_steps % self.approx_factor:
+            raise ValueError(
+                f"`approx_factor` ({self.approx_factor}) must divide `n_steps` "
+                f"({self.n_steps}) so that the cheap path ends at x'."
+            )
+        self.attack_steps = check_positive_int(attack_steps, "attack_steps", minimum=0)
+        self.attack_step_size = check_radius(attack_step_size, "attack_step_size")
+        self.random_start = check_bool(random_start, "random_start")
+        self.bounds = check_bounds(bounds)
+        self._init_smooth(softplus_beta)
+        self._init_random(seed, generator)
+        self.last_adversarial: Tensor | None = None
+
+    def _adversarial(
+        self, model: nn.Module, x: Tensor, t: Tensor, ig_weight: float
+    ) -> Tensor:
+        """x' maximising [CE(x') +] ig_weight * ||IG_approx(x -> x')||_1."""
+        inner = unwrap_parallel(model)
+        alphas = path_alphas(self.n_steps, self.approx_factor, x)
+        checked = False
+
+        def objective(adv: Tensor) -> Tensor:
+            nonlocal checked
+            ig, logits = integrated_gradients(
+                inner,
+                x,
+                adv,
+                alphas,
+                t,
+                per_sample_ce,
+                create_graph=True,
+                check=not checked,
+            )
+            checked = True
+            value = ig_weight * _l1(ig)
+            if self._attack_with_loss:
+                # The last path point is x' itself.
+                value = value + per_sample_ce(logits[-1], t)
+            return value.sum()
+
+        eps = as_like(self.eps, x)
+        adv = pgd_ascent(
+            objective,
+            x,
+            eps=eps,
+            step_size=as_like(self.attack_step_size, x),
+            steps=self.attack_steps,
+            bounds=self.bounds,
+            random_start=self._draw("rand", x) if self.random_start else None,
+        )
+        self.last_adversarial = adv
+        return adv
+
+    def _prepare(
+        self, model: object, inputs: object, target: object
+    ) -> tuple[nn.Module, Tensor, Tensor]:
+        model = check_model(model)
+        x = check_inputs(inputs)
+        return model, x, check_target(target, x)
+
+
+class IGNorm(_AdversarialIG):
+    r"""IG-NORM: penalise the integrated gradients of the loss towards a worst x'.
+
+    Chen et al. (NeurIPS 2019). The term is
+
+    .. math::
+        \lambda\, \operatorname{mean}_i \lVert \mathrm{IG}^{\ell}(x_i \to x'_i)
+        \rVert_1, \qquad
+        \mathrm{IG}^{\ell}(x \to x') = (x' - x) \odot \frac{1}{m} \sum_{k=1}^{m}
+        \nabla_z \ell(z_k, y), \quad z_k = x + \tfrac{k}{m} (x' - x),
+
+    with :math:`\ell` the per-sample cross-entropy and :math:`x'` found first by PGD
+    with random start in the L-inf ball of radius ``eps``, maximising the cheap
+    approximation that keeps every ``approx_factor``-th path point. The full loss
+    of the paper is ``CE(x) + term``: :meth:`loss` returns it.
+
+    Parameters
+    ----------
+    eps : float or Tensor, default 0.3
+        L-inf radius of the inner maximisation (Chen's MNIST value; Fashion-MNIST
+        0.1, GTSRB 8/255). A Tensor broadcast against the inputs gives one radius
+        per channel.
+    weight : float, default 1.0
+        :math:`\lambda` (Chen's MNIST and GTSRB value).
+    n_steps : int, default 50
+        Path points :math:`m` of the Riemann sum (right end points k/m).
+    approx_factor : int, default 5
+        The inner maximisation uses the points k/m with k a multiple of
+        ``approx_factor`` (MNIST 5, GTSRB 10); it must divide ``n_steps``.
+    attack_steps : int, default 40
+        PGD steps (MNIST 40, Fashion-MNIST 20, GTSRB 7).
+    attack_step_size : float or Tensor, default 0.01
+        PGD step (MNIST and Fashion-MNIST 0.01, GTSRB 2/255).
+    random_start : bool, default True
+        Start the PGD at a uniform draw in the ball, as the paper does.
+    bounds : (low, high) or None, default (0.0, 1.0)
+        Valid input range that x' is clamped to; None for no clamping.
+    softplus_beta : float or None, default None
+        Compute the inner maximisation and the term on the model with ReLU modules
+        swapped for softplus(beta). Not needed: for ReLU networks the term's
+        gradients do not vanish (Chen et al. train the ReLU network itself).
+    seed, generator
+        Source of the random starts; see :class:`LocalGradientAlignment`.
+
+    Attributes
+    ----------
+    last_adversarial : Tensor or None
+        The (detached) x' of the last call.
+
+    Notes
+    -----
+    Losses are batch means (the paper sums over the batch; the ratio of the two
+    terms, hence the meaning of :math:`\lambda`, is the same). All path points go
+    through the model as one batch of ``n_steps * B`` inputs, so memory grows with
+    ``n_steps``; batch normalisation in training mode then sees the statistics of
+    all path points. The inner maximisation takes gradients with respect to x'
+    only: it never writes a parameter's ``.grad``, leaves the model's mode and
+    the running statistics of its normalisation layers as they were, and the
+    term's own forward passes do not update them either. Cost per call: about
+    ``attack_steps * n_steps / approx_factor + n_steps`` forward passes with
+    double back-propagation, times the batch size.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from captum_robust.regularizers import IGNorm
+    >>> model = nn.Sequential(
+    ...     nn.Flatten(), nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 2)
+    ... )
+    >>> x, y = torch.rand(4, 3, 2, 2), torch.tensor([0, 1, 1, 0])
+    >>> reg = IGNorm(eps=0.1, n_steps=10, approx_factor=5, attack_steps=3, seed=0)
+    >>> loss = reg.loss(model, x, y)  # CE(x) + lambda * ||IG(x -> x')||_1
+    >>> loss.backward()
+    >>> bool((reg.last_adversarial - x).abs().max() <= 0.1 + 1e-6)
+    True
+    """
+
+    _attack_with_loss = False
+
+    def __init__(
+        self,
+        eps: Radius = 0.3,
+        *,
+        weight: float = 1.0,
+        n_steps: int = 50,
+        approx_factor: int = 5,
+        attack_steps: int = 40,
+        attack_step_size: Radius = 0.01,
+        random_start: bool = True,
+        bounds: Bounds | None = (0.0, 1.0),
+        softplus_beta: float | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.weight = check_weight(weight, "weight")
+        self._init_attack(
+            eps,
+            n_steps,
+            approx_factor,
+            attack_steps,
+            attack_step_size,
+            random_start,
+            bounds,
+            softplus_beta,
+            seed,
+            generator,
+        )
+
+    def __call__(
+        self, model: nn.Module, inputs: Tensor, target: Tensor | int
+    ) -> Tensor:
+        """``weight * mean ||IG_loss(x -> x')||_1`` with a fresh x'; add it to CE(x).
+
+        Parameters
+        ----------
+        model : nn.Module
+            Classifier returning (B, num_classes) scores.
+        inputs : Tensor
+            (B, ...) batch.
+        target : Tensor or int
+            (B,) class indices.
+        """
+        model, x, t = self._prepare(model, inputs, target)
+        return self._term(model, x, t)
+
+    def loss(
+        self,
+        model: nn.Module,
+        inputs: Tensor,
+        target: Tensor | int,
+        *,
+        loss_fn: LossFn | None = None,
+    ) -> Tensor:
+        """The IG-NORM objective ``loss_fn(model(inputs), target) + term``.
+
+        ``loss_fn`` defaults to cross-entropy (batch mean).
+        """
+        loss_fn = check_loss_fn(loss_fn)
+        model, x, t = self._prepare(model, inputs, target)
+        task = loss_fn(run_checked(model, x, t), t)
+        return task + self._term(model, x, t)
+
+    def _term(self, model: nn.Module, x: Tensor, t: Tensor) -> Tensor:
+        with frozen_running_stats(model), self._smooth(model):
+            adv = self._adversarial(model, x, t, 1.0)
+            alphas = path_alphas(self.n_steps, 1, x)
+            ig, _ = integrated_gradients(
+                model,
+                x,
+                adv,
+                alphas,
+                t,
+                per_sample_ce,
+                create_graph=True,
+                check=self.attack_steps == 0,
+            )
+        return self.weight * _l1(ig).mean()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(eps={self.eps!r}, weight={self.weight}, "
+            f"n_steps={self.n_steps}, approx_factor={self.approx_factor}, "
+            f"attack_steps={self.attack_steps}, "
+            f"attack_step_size={self.attack_step_size!r})"
+        )
+
+
+class IGSumNorm(IGNorm):
+    r"""IG-SUM-NORM: the loss at a worst x' plus the IG norm towards it.
+
+    Chen et al. (NeurIPS 2019). The training objective is
+
+    .. math::
+        \operatorname{mean}_i \ell(x'_i, y_i) + \beta\, \operatorname{mean}_i
+        \lVert \mathrm{IG}^{\ell}(x_i \to x'_i) \rVert_1,
+
+    with :math:`x'` maximising :math:`\ell(x') + \beta \lVert
+    \mathrm{IG}^{\ell}_{approx}(x \to x') \rVert_1` by PGD with random start
+    (see :class:`IGNorm` for the path and the approximation). The clean task loss
+    is *replaced* by the loss at :math:`x'`, so:
+
+    * ``reg.loss(model, x, y)`` returns the whole objective: use it *instead of*
+      the task loss;
+    * ``reg(model, x, y)`` returns only :math:`\beta\,\mathrm{mean}\lVert
+      \mathrm{IG}\rVert_1` and stores :math:`x'` in ``reg.last_adversarial``; the
+      equivalent objective is then
+      ``F.cross_entropy(model(reg.last_adversarial), y) + term``.
+
+    Parameters
+    ----------
+    eps : float or Tensor, default 0.3
+        L-inf radius (MNIST; Fashion-MNIST 0.1, GTSRB 8/255).
+    weight : float, default 0.1
+        :math:`\beta` of the objective and of the inner maximisation (MNIST 0.1,
+        GTSRB 1).
+    n_steps, approx_factor, attack_steps, attack_step_size, random_start, bounds, \
+softplus_beta, seed, generator
+        As for :class:`IGNorm` (defaults: Chen's MNIST configuration, 50 points,
+        factor 5, 40 steps of 0.01 with random start, bounds (0, 1)).
+
+    Examples
+    --------
+    >>> import torch
+    >>> import torch.nn.functional as F
+    >>> from torch import nn
+    >>> from captum_robust.regularizers import IGSumNorm
+    >>> model = nn.Sequential(
+    ...     nn.Flatten(), nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 2)
+    ... )
+    >>> x, y = torch.rand(4, 3, 2, 2), torch.tensor([0, 1, 1, 0])
+    >>> reg = IGSumNorm(eps=0.1, n_steps=10, approx_factor=5, attack_steps=3, seed=0)
+    >>> loss = reg.loss(model, x, y)  # replaces the task loss
+    >>> loss.backward()
+    >>> term = reg(model, x, y)  # or: combine by hand
+    >>> loss = F.cross_entropy(model(reg.last_adversarial), y) + term
+    """
+
+    _attack_with_loss = True
+
+    def __init__(
+        self,
+        eps: Radius = 0.3,
+        *,
+        weight: float = 0.1,
+        n_steps: int = 50,
+        approx_factor: int = 5,
+        attack_steps: int = 40,
+        attack_step_size: Radius = 0.01,
+        random_start: bool = True,
+        bounds: Bounds | None = (0.0, 1.0),
+        softplus_beta: float | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(
+            eps,
+            weight=weight,
+            n_steps=n_steps,
+            approx_factor=approx_factor,
+            attack_steps=attack_steps,
+            attack_step_size=attack_step_size,
+            random_start=random_start,
+            bounds=bounds,
+            softplus_beta=softplus_beta,
+            seed=seed,
+            generator=generator,
+        )
+
+    def __call__(
+        self, model: nn.Module, inputs: Tensor, target: Tensor | int
+    ) -> Tensor:
+        """``weight * mean ||IG_loss(x -> x')||_1``; x' is kept in ``last_adversarial``.
+
+        Combine it with the loss at ``last_adversarial``, not with the clean loss.
+        """
+        model, x, t = self._prepare(model, inputs, target)
+        return self._term(model, x, t)
+
+    def loss(
+        self,
+        model: nn.Module,
+        inputs: Tensor,
+        target: Tensor | int,
+        *,
+        loss_fn: LossFn | None = None,
+    ) -> Tensor:
+        """The whole IG-SUM-NORM objective ``loss_fn(model(x'), target) + term``.
+
+        ``loss_fn`` defaults to cross-entropy (batch mean). Use it in place of the
+        task loss.
+        """
+        loss_fn = check_loss_fn(loss_fn)
+        model, x, t = self._prepare(model, inputs, target)
+        term = self._term(model, x, t)
+        return loss_fn(run_checked(model, self.last_adversarial, t), t) + term
+
+    def _term(self, model: nn.Module, x: Tensor, t: Tensor) -> Tensor:
+        with frozen_running_stats(model), self._smooth(model):
+            adv = self._adversarial(model, x, t, self.weight)
+            alphas = path_alphas(self.n_steps, 1, x)
+            ig, _ = integrated_gradients(
+                model,
+                x,
+                adv,
+                alphas,
+                t,
+                per_sample_ce,
+                create_graph=True,
+                check=self.attack_steps == 0,
+            )
+        return self.weight * _l1(ig).mean()
+
+
+def _spatial(t: Tensor) -> Tensor:
+    """Channel sum of (B, C, ...) image attributions, flattened; (B, N) as is."""
+    if t.dim() >= 4:
+        t = t.sum(dim=1)
+    return t.flatten(1)
+
+
+def _other_class(logits: Tensor, target: Tensor) -> Tensor:
+    """The most likely class other than the target, per row (no gradient)."""
+    masked = logits.detach().scatter(1, target.unsqueeze(1), float("-inf"))
+    return masked.argmax(dim=1)
+
+
+class EnhancedAttributionRegularizer(_AdversarialIG):
+    r"""Sarkar et al.'s enhanced attributional-robustness regularizer (AAAI 2021).
+
+    On top of IG-SUM-NORM's inner maximisation (:math:`x'` maximising
+    :math:`\ell(x') + \beta_{att} \lVert \mathrm{IG}^{\ell}_{approx}(x\to x')
+    \rVert_1`), the objective is :math:`\operatorname{mean}_i \ell(x'_i, y_i) +
+    \lambda\, \operatorname{mean}_i R_i` with :math:`R = w_{class} R_{class} +
+    w_{change} R_{change}`:
+
+    * :math:`R_{class} = \mathrm{KL}(U \Vert P_{neg}) - \mathrm{KL}(U \Vert
+      P_{true})`, where :math:`P_{true}` and :math:`P_{neg}` are the softmax over
+      pixels of the channel-summed integrated gradients, from a zero baseline to
+      :math:`x'`, of the softmax probability of the true class and of the most
+      likely other class (chosen at each path point, as the reference code does),
+      and :math:`U` is uniform over pixels;
+    * :math:`R_{change} = \sum_{\mathrm{sign}(b)=\mathrm{sign}(c)} b\,c +
+      \sum_{\mathrm{sign}(b)\ne\mathrm{sign}(c)} |c|` over features, with
+      :math:`b` the IG of the true-class probability from 0 to :math:`x` and
+      :math:`c = -\mathrm{IG}^{\ell}(x \to x')`.
+
+    As for :class:`IGSumNorm`, ``reg.loss(model, x, y)`` returns the whole
+    objective (use it instead of the task loss) and ``reg(model, x, y)`` returns
+    :math:`\lambda\,\operatorname{mean} R` with :math:`x'` in
+    ``reg.last_adversarial``.
+
+    Parameters
+    ----------
+    eps : float or Tensor, default 8/255
+        L-inf radius of the inner maximisation (Sarkar's Flower configuration, in
+        [0, 1] pixel units).
+    weight : float, default 0.1
+        :math:`\lambda` (Flower configuration).
+    n_steps : int, default 20
+        Path points of every integrated gradient (Flower: 20).
+    approx_factor : int, default 4
+        Every ``approx_factor``-th point in the inner maximisation (Flower: 4).
+    attack_steps : int, default 7
+        PGD steps (Flower: 7).
+    attack_step_size : float or Tensor, default 2/255
+        PGD step (Flower: 2/255).
+    attack_weight : float or None, default None
+        :math:`\beta_{att}` of the inner maximisation; None uses ``weight``, as the
+        reference code does.
+    class_weight : float, default 1.0
+        Weight of :math:`R_{class}` inside :math:`R` (the paper adds the two).
+    change_weight : float, default 1.0
+        Weight of :math:`R_{change}` inside :math:`R`.
+    random_start, bounds, softplus_beta, seed, generator
+        As for :class:`IGNorm` (bounds default (0, 1)).
+
+    Notes
+    -----
+    Terms are batch means (the reference code sums over a batch of one). Each call
+    runs the inner maximisation plus three paths of ``n_steps * B`` points with
+    double back-propagation (0 -> x, x -> x', 0 -> x' with two gradients).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from captum_robust.regularizers import EnhancedAttributionRegularizer
+    >>> model = nn.Sequential(
+    ...     nn.Flatten(), nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 2)
+    ... )
+    >>> x, y = torch.rand(4, 3, 2, 2), torch.tensor([0, 1, 1, 0])
+    >>> reg = EnhancedAttributionRegularizer(n_steps=4, approx_factor=2, seed=0)
+    >>> loss = reg.loss(model, x, y)  # CE(x') + lambda * (R_class + R_change)
+    >>> loss.backward()
+    >>> reg.last_adversarial.shape
+    torch.Size([4, 3, 2, 2])
+    """
+
+    _attack_with_loss = True
+
+    def __init__(
+        self,
+        eps: Radius = 8 / 255,
+        *,
+        weight: float = 0.1,
+        n_steps: int = 20,
+        approx_factor: int = 4,
+        attack_steps: int = 7,
+        attack_step_size: Radius = 2 / 255,
+        attack_weight: float | None = None,
+        class_weight: float = 1.0,
+        change_weight: float = 1.0,
+        random_start: bool = True,
+        bounds: Bounds | None = (0.0, 1.0),
+        softplus_beta: float | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.weight = check_weight(weight, "weight")
+        self.attack_weight = (
+            None
+            if attack_weight is None
+            else check_weight(attack_weight, "attack_weight")
+        )
+        self.class_weight = check_weight(class_weight, "class_weight")
+        self.change_weight = check_weight(change_weight, "change_weight")
+        self._init_attack(
+            eps,
+            n_steps,
+            approx_factor,
+            attack_steps,
+            attack_step_size,
+            random_start,
+            bounds,
+            softplus_beta,
+            seed,
+            generator,
+        )
+
+    def __call__(
+        self, model: nn.Module, inputs: Tensor, target: Tensor | int
+    ) -> Tensor:
+        """``weight * mean(R_class + R_change)``; x' is kept in ``last_adversarial``.
+
+        Combine it with the loss at ``last_adversarial``, not with the clean loss.
+        """
+        model, x, t = self._prepare(model, inputs, target)
+        return self._term(model, x, t)
+
+    def loss(
+        self,
+        model: nn.Module,
+        inputs: Tensor,
+        target: Tensor | int,
+        *,
+        loss_fn: LossFn | None = None,
+    ) -> Tensor:
+        """The whole objective ``loss_fn(model(x'), target) + term``.
+
+        ``loss_fn`` defaults to cross-entropy (batch mean). Use it in place of the
+        task loss.
+        """
+        loss_fn = check_loss_fn(loss_fn)
+        model, x, t = self._prepare(model, inputs, target)
+        term = self._term(model, x, t)
+        return loss_fn(run_checked(model, self.last_adversarial, t), t) + term
+
+    def components(
+        self, model: nn.Module, inputs: Tensor, target: Tensor | int
+    ) -> tuple[Tensor, Tensor]:
+        """Per-sample (R_class, R_change), shape (B,) each, unweighted, for a new x'.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from torch import nn
+        >>> from captum_robust.regularizers import EnhancedAttributionRegularizer
+        >>> model = nn.Sequential(nn.Linear(6, 8), nn.Softplus(), nn.Linear(8, 3))
+        >>> reg = EnhancedAttributionRegularizer(n_steps=4, approx_factor=2, seed=0)
+        >>> r_class, r_change = reg.components(model, torch.rand(2, 6), 1)
+        >>> r_class.shape, r_change.shape
+        (torch.Size([2]), torch.Size([2]))
+        """
+        model, x, t = self._prepare(model, inputs, target)
+        with frozen_running_stats(model), self._smooth(model):
+            return self._components(model, x, t)
+
+    def _components(
+        self, model: nn.Module, x: Tensor, t: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        beta = self.weight if self.attack_weight is None else self.attack_weight
+        adv = self._adversarial(model, x, t, beta)
+        alphas = path_alphas(self.n_steps, 1, x)
+        zero = torch.zeros_like(x)
+        b, _ = integrated_gradients(
+            model,
+            zero,
+            x,
+            alphas,
+            t,
+            target_prob,
+            create_graph=True,
+            check=self.attack_steps == 0,
+        )
+        ig_loss, _ = integrated_gradients(
+            model, x, adv, alphas, t, per_sample_ce, create_graph=True
+        )
+        c = -ig_loss
+        ig_true, ig_neg = self._class_pair(model, adv, alphas, t)
+        # KL(U || P) = -log N - mean_j log P_j, so the difference needs no constants.
+        log_true = _spatial(ig_true).log_softmax(dim=1)
+        log_neg = _spatial(ig_neg).log_softmax(dim=1)
+        r_class = (log_true - log_neg).mean(dim=1)
+        b, c = b.flatten(1), c.flatten(1)
+        matched = torch.sign(b.detach()) == torch.sign(c.detach())
+        r_change = torch.where(matched, b * c, c.abs()).sum(dim=1)
+        return r_class, r_change
+
+    def _class_pair(
+        self, model: nn.Module, end: Tensor, alphas: Tensor, t: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """IG from 0 to ``end`` of the true-class and the best other-class probability.
+
+        One forward pass over the path, two gradients.
+        """
+        p, batch = alphas.shape[0], end.shape[0]
+        view = (p,) + (1,) * end.dim()
+        z = (alphas.view(view) * end.unsqueeze(0)).reshape(
+            (p * batch,) + tuple(end.shape[1:])
+        )
+        z = z.detach().requires_grad_(True)
+        probs = model(z).softmax(dim=1)
+        targets = t.repeat(p)
+        true = probs.gather(1, targets.unsqueeze(1)).sum()
+        other = _other_class(probs, targets)
+        neg = probs.gather(1, other.unsqueeze(1)).sum()
+        g_true, g_neg = (
+            torch.autograd.grad(out, z, create_graph=True, retain_graph=True)[0]
+            for out in (true, neg)
+        )
+        shape = (p, batch) + tuple(end.shape[1:])
+        return (
+            end * g_true.view(shape).mean(dim=0),
+            end * g_neg.view(shape).mean(dim=0),
+        )
+
+    def _term(self, model: nn.Module, x: Tensor, t: Tensor) -> Tensor:
+        with frozen_running_stats(model), self._smooth(model):
+            r_class, r_change = self._components(model, x, t)
+        return (
+            self.weight
+            * (self.class_weight * r_class + self.change_weight * r_change).mean()
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"EnhancedAttributionRegularizer(eps={self.eps!r}, weight={self.weight}, "
+            f"n_steps={self.n_steps}, approx_factor={self.approx_factor}, "
+            f"attack_steps={self.attack_steps}, "
+            f"attack_step_size={self.attack_step_size!r}, "
+            f"attack_weight={self.attack_weight})"
+        )
