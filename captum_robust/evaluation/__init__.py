@@ -1,0 +1,17 @@
+"""Evaluate a model's attribution robustness over a data loader."""
+
+from captum_robust.evaluation._evaluate import (
+    METRICS,
+    EvaluationResult,
+    evaluate_robustness,
+)
+from captum_robust.evaluation._records import RecordLog
+from captum_robust.evaluation._summary import summarize
+
+__all__ = [
+    "METRICS",
+    "EvaluationResult",
+    "RecordLog",
+    "evaluate_robustness",
+    "summarize",
+]

@@ -1,0 +1,195 @@
+import json
+
+import pytest
+import torch
+from captum.attr import Saliency
+from torch import nn
+
+from captum_robust.evaluation import RecordLog, evaluate_robustness, summarize
+from captum_robust.metrics import kendall_tau, topk_intersection
+
+
+class Interrupted(Exception):
+    pass
+
+
+def make_model():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.Softplus(), nn.Flatten(), nn.Linear(256, 3)
+    )
+
+
+def make_loader(with_masks=True):
+    generator = torch.Generator().manual_seed(1)
+    images = torch.rand(20, 3, 8, 8, generator=generator)
+    labels = torch.randint(0, 3, (20,), generator=generator)
+    masks = torch.zeros(20, 8, 8, dtype=torch.bool)
+    masks[:, 2:6, 2:6] = True
+    batches = []
+    for start in range(0, 20, 6):  # uneven last batch
+        part = slice(start, start + 6)
+        batch = (images[part], labels[part])
+        batches.append(batch + ((masks[part],) if with_masks else ()))
+    return batches
+
+
+def noise_attack(inputs, target):
+    # Deterministic per input, so resumed and uninterrupted runs agree.
+    generator = torch.Generator().manual_seed(int(inputs.sum().item() * 1000) % 2**31)
+    noise = torch.rand(inputs.shape, generator=generator) - 0.5
+    return (inputs + 0.05 * noise).clamp(0, 1)
+
+
+def test_records_match_direct_computation(tmp_path):
+    model = make_model()
+    loader = make_loader()
+    result = evaluate_robustness(
+        model,
+        loader,
+        Saliency(model),
+        noise_attack,
+        k=10,
+        records_path=tmp_path / "r.jsonl",
+        progress=False,
+    )
+    assert [r["index"] for r in result.records] == list(range(20))
+    images, labels, _ = loader[0]
+    before = Saliency(model).attribute(images, target=labels)
+    after = Saliency(model).attribute(noise_attack(images, labels), target=labels)
+    expected_topk = topk_intersection(before, after, 10).tolist()
+    expected_kendall = kendall_tau(before, after).tolist()
+    assert [r["topk"] for r in result.records[:6]] == pytest.approx(expected_topk)
+    assert [r["kendall"] for r in result.records[:6]] == pytest.approx(expected_kendall)
+    lines = (tmp_path / "r.jsonl").read_text().splitlines()
+    assert len(lines) == 20
+    assert {"silhouette_before", "silhouette_after", "linf"} <= set(
+        json.loads(lines[0])
+    )
+    assert result.summary["samples"] == 20
+
+
+def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path):
+    model = make_model()
+    full = evaluate_robustness(
+        model, make_loader(), Saliency(model), noise_attack, k=10, progress=False
+    )
+    path = tmp_path / "records.jsonl"
+    seen = []
+
+    def stop_after_two(records):
+        seen.append(records)
+        if len(seen) == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        evaluate_robustness(
+            model,
+            make_loader(),
+            Saliency(model),
+            noise_attack,
+            k=10,
+            records_path=path,
+            progress=False,
+            on_batch=stop_after_two,
+        )
+    assert len(path.read_text().splitlines()) == 12
+    # A crash in the middle of a write leaves half a line behind.
+    with open(path, "a") as handle:
+        handle.write('{"index": 12, "lab')
+    resumed = evaluate_robustness(
+        model,
+        make_loader(),
+        Saliency(model),
+        noise_attack,
+        k=10,
+        records_path=path,
+        resume=True,
+        progress=False,
+    )
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted(r["index"] for r in lines) == list(range(20))
+    # JSON text compares NaN equal to NaN and floats exactly.
+    assert json.dumps(resumed.records) == json.dumps(full.records)
+    assert json.dumps(resumed.summary) == json.dumps(full.summary)
+
+
+def test_resume_with_changed_order_is_refused(tmp_path):
+    model = make_model()
+    path = tmp_path / "records.jsonl"
+    evaluate_robustness(
+        model,
+        make_loader(),
+        Saliency(model),
+        noise_attack,
+        records_path=path,
+        k=10,
+        progress=False,
+    )
+    reordered = make_loader()
+    images, labels, masks = reordered[0]
+    reordered[0] = (images, (labels + 1) % 3, masks)
+    with pytest.raises(ValueError, match="same order"):
+        evaluate_robustness(
+            model,
+            reordered,
+            Saliency(model),
+            noise_attack,
+            records_path=path,
+            resume=True,
+            k=10,
+            progress=False,
+        )
+
+
+def test_model_mode_restored_and_figure_written(tmp_path):
+    model = make_model().train()
+    result = evaluate_robustness(
+        model,
+        make_loader(),
+        Saliency(model),
+        noise_attack,
+        k=10,
+        figures_dir=tmp_path,
+        num_figures=3,
+        progress=False,
+    )
+    assert model.training
+    assert result.figure_paths and result.figure_paths[0].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_summary_over_correct_samples_with_interval():
+    records = [
+        {"index": i, "correct": i % 4 != 0, "label_kept": True, "topk": i / 10}
+        for i in range(10)
+    ]
+    summary = summarize(records, ["topk"])
+    values = torch.tensor(
+        [r["topk"] for r in records if r["correct"]], dtype=torch.float64
+    )
+    assert summary["correct"] == 7
+    assert summary["topk"]["mean"] == pytest.approx(values.mean().item())
+    assert (
+        summary["topk"]["ci_low"] < summary["topk"]["mean"] < summary["topk"]["ci_high"]
+    )
+
+
+def test_bad_arguments():
+    model = make_model()
+    loader = make_loader()
+    with pytest.raises(ValueError, match="metrics"):
+        evaluate_robustness(model, loader, Saliency(model), noise_attack, ["nope"])
+    with pytest.raises(TypeError, match="metrics"):
+        evaluate_robustness(model, loader, Saliency(model), noise_attack, "topk")
+    with pytest.raises(TypeError, match="model"):
+        evaluate_robustness(lambda x: x, loader, Saliency(model), noise_attack)
+    with pytest.raises(TypeError, match="attack"):
+        evaluate_robustness(model, loader, Saliency(model), 3)
+    with pytest.raises(ValueError, match="`k`"):
+        evaluate_robustness(model, loader, Saliency(model), noise_attack, k=0)
+    with pytest.raises(TypeError, match="loader"):
+        evaluate_robustness(
+            model, [torch.rand(2, 3, 8, 8)], Saliency(model), noise_attack
+        )
+    with pytest.raises(TypeError, match="records_path"):
+        RecordLog(3)
