@@ -6,12 +6,16 @@ from captum_robust.evaluation._evaluate import (
     evaluate_robustness,
 )
 from captum_robust.evaluation._records import RecordLog
+from captum_robust.evaluation._report import ReportRow, format_table, write_report
 from captum_robust.evaluation._summary import summarize
 
 __all__ = [
     "METRICS",
     "EvaluationResult",
     "RecordLog",
+    "ReportRow",
     "evaluate_robustness",
+    "format_table",
     "summarize",
+    "write_report",
 ]

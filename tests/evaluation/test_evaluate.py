@@ -193,3 +193,30 @@ def test_bad_arguments():
         )
     with pytest.raises(TypeError, match="records_path"):
         RecordLog(3)
+
+
+def test_report_files_are_self_contained(tmp_path):
+    from captum_robust.evaluation import ReportRow, format_table, write_report
+
+    model = make_model()
+    result = evaluate_robustness(
+        model,
+        make_loader(),
+        Saliency(model),
+        noise_attack,
+        k=10,
+        figures_dir=tmp_path / "fig",
+        progress=False,
+    )
+    row = ReportRow("tiny", "Saliency", "noise", result.summary, result.figure_paths)
+    json_path, html_path = write_report([row], tmp_path / "out", settings={"k": 10})
+    report = json.loads(json_path.read_text())
+    assert report["rows"][0]["summary"]["topk"]["mean"] == pytest.approx(
+        result.summary["topk"]["mean"]
+    )
+    page = html_path.read_text()
+    assert "data:image/png;base64," in page and 'src="fig' not in page
+    table = format_table([row])
+    assert table.splitlines()[0].split()[:3] == ["model", "attribution", "attack"]
+    with pytest.raises(TypeError, match="rows"):
+        write_report([{"model": "x"}], tmp_path)
