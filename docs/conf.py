@@ -66,7 +66,6 @@ exclude_patterns = [
 
 # -- Autodoc, autosummary, napoleon -------------------------------------------
 
-autosummary_generate = True
 autosummary_imported_members = True
 autosummary_ignore_module_all = False
 autodoc_member_order = "bysource"
@@ -170,8 +169,17 @@ def public_names(modname: str) -> list[str]:
     return [name for name in names if not name.startswith("_")]
 
 
-def write_api_pages() -> list[str]:
-    """Write one page per module with a non-empty ``__all__``; return their names."""
+def _summary(modname: str) -> str:
+    doc = importlib.import_module(modname).__doc__ or ""
+    first = doc.strip().split("\n\n")[0]
+    return " ".join(first.split()).replace("|", "\\|")
+
+
+def write_api_pages() -> list[tuple[str, int, str]]:
+    """Write one page per module with a non-empty ``__all__``.
+
+    Returns (module name, number of public names, docstring summary) per page.
+    """
     shutil.rmtree(GENERATED_DIR, ignore_errors=True)
     GENERATED_DIR.mkdir(parents=True)
     written = []
@@ -187,11 +195,14 @@ def write_api_pages() -> list[str]:
             f".. autosummary::\n   :toctree: .\n   :nosignatures:\n\n{entries}\n"
         )
         (GENERATED_DIR / f"{modname}.rst").write_text(page, encoding="utf-8")
-        written.append(modname)
+        written.append((modname, len(names), _summary(modname)))
     return written
 
 
 API_MODULES = write_api_pages()
+# Name the pages explicitly: autosummary otherwise scans the documents that an
+# incremental build found last time, and misses a subpackage that is new.
+autosummary_generate = [f"api/generated/{modname}.rst" for modname, _, _ in API_MODULES]
 
 # -- Tutorials ----------------------------------------------------------------
 
@@ -221,9 +232,10 @@ TUTORIALS = tutorial_docnames()
 # toctree would warn (and fail the -W build) while a list is still empty.
 
 
-def _toctree(entries: list[str], maxdepth: int) -> str:
+def _toctree(entries: list[str], maxdepth: int, hidden: bool = False) -> str:
     lines = "\n".join(entries)
-    return f"```{{toctree}}\n:maxdepth: {maxdepth}\n\n{lines}\n```\n"
+    options = f":maxdepth: {maxdepth}\n" + (":hidden:\n" if hidden else "")
+    return f"```{{toctree}}\n{options}\n{lines}\n```\n"
 
 
 def _autolist(name: str) -> str:
@@ -234,7 +246,13 @@ def _autolist(name: str) -> str:
     if name == "api":
         if not API_MODULES:
             return "No public name has been exported yet.\n"
-        return _toctree([f"generated/{m}" for m in API_MODULES], maxdepth=1)
+        pages = [f"generated/{modname}" for modname, _, _ in API_MODULES]
+        rows = "\n".join(
+            f"| {{doc}}`{modname} <generated/{modname}>` | {count} | {summary} |"
+            for modname, count, summary in API_MODULES
+        )
+        table = f"| subpackage | names | what it holds |\n| --- | --- | --- |\n{rows}\n"
+        return table + "\n" + _toctree(pages, maxdepth=1, hidden=True)
     raise ValueError(f"unknown autolist {name!r}")
 
 
@@ -322,8 +340,14 @@ def _plain_bars(app, what, name, obj, options, lines) -> None:
         lines[i] = _escape_bars(line)
 
 
+def _autolist_pages_outdated(app, env, added, changed, removed) -> list[str]:
+    # Their text depends on files elsewhere: re-read them on every build.
+    return [doc for doc in ("tutorials", "api/index") if doc in env.found_docs]
+
+
 def setup(app):
     app.connect("source-read", _fill_autolists)
+    app.connect("env-get-outdated", _autolist_pages_outdated)
     app.connect("autodoc-process-docstring", _attribute_docstring)
     app.connect("autodoc-process-docstring", _plain_bars)
     return {"parallel_read_safe": True}
