@@ -19,7 +19,8 @@ The check fails (exit status 1) when
 * headless Chromium, opening the home page and one tutorial page (the API index
   when there is no tutorial yet) over a loopback HTTP server, finds little
   visible text in the page's main content, a Python traceback, or a screenshot
-  that is one flat colour.
+  that is one flat colour; it also opens the first page with a formula, and
+  fails if MathJax (served from the site) rendered none.
 
 Screenshots are written to ``docs/_build/screenshots/``.
 """
@@ -324,6 +325,19 @@ def _screenshot_is_flat(path: Path) -> tuple[bool, float]:
     return other < 0.01, other
 
 
+_MATH_MARK = 'class="math notranslate nohighlight"'
+
+
+def _first_page_with_math(site: Path) -> str | None:
+    for page in sorted(site.rglob("*.html")):
+        rel = page.relative_to(site)
+        if rel.parts[0] in ("_static", "_modules"):
+            continue
+        if _MATH_MARK in page.read_text(encoding="utf-8", errors="replace"):
+            return rel.as_posix()
+    return None
+
+
 def check_in_browser(site: Path, shots: Path) -> list[str]:
     problems: list[str] = []
     chromium = _chromium()
@@ -337,6 +351,9 @@ def check_in_browser(site: Path, shots: Path) -> list[str]:
         pages.append(tutorials[0])
     else:
         pages.append("api/index.html")
+    math_page = _first_page_with_math(site)
+    if math_page is not None and math_page not in pages:
+        pages.append(math_page)
     shots.mkdir(parents=True, exist_ok=True)
     server, base = _serve(site)
     try:
@@ -365,6 +382,8 @@ def check_in_browser(site: Path, shots: Path) -> list[str]:
                 )
             if TRACEBACK in parser.visible_text(root_only=False):
                 problems.append(f"browser: {page} shows a Python traceback")
+            if _MATH_MARK in dom and "<mjx-container" not in dom:
+                problems.append(f"browser: {page}: MathJax rendered no formula")
             if not shot.is_file() or shot.stat().st_size == 0:
                 problems.append(f"browser: no screenshot of {page}")
             else:

@@ -19,6 +19,7 @@ See docs/README.md for how to add a page, a tutorial or an API entry.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import pkgutil
 import re
@@ -130,6 +131,45 @@ html_sidebars = {
     "quickstart": [],
     "changelog": [],
 }
+
+# -- MathJax, served from the site itself --------------------------------------
+# Docstrings use :math:. Sphinx would load MathJax from a CDN; the docs extra
+# installs MathJax 3 (the django-static-mathjax wheel: static files only, no
+# Django needed) and the parts that render TeX to HTML are copied into the site,
+# so formulas render offline. Without that package the CDN default is kept.
+
+MATHJAX_PARTS = (
+    "tex-mml-chtml.js",
+    "output/chtml/fonts/woff-v2",
+    "input/tex/extensions",
+    "ui",
+    "a11y",
+)
+
+
+def _local_mathjax() -> str | None:
+    spec = importlib.util.find_spec("mathjax")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    es5 = Path(list(spec.submodule_search_locations)[0]) / "static" / "mathjax" / "es5"
+    if not (es5 / "tex-mml-chtml.js").is_file():
+        return None
+    target = DOCS_DIR / "_build" / "mathjax_static" / "mathjax"
+    shutil.rmtree(target, ignore_errors=True)
+    for part in MATHJAX_PARTS:
+        source = es5 / part
+        if source.is_dir():
+            shutil.copytree(source, target / part)
+        elif source.is_file():
+            (target / part).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / part)
+    html_static_path.append(str(target.parent))
+    return "mathjax/tex-mml-chtml.js"  # relative to _static/
+
+
+_mathjax = _local_mathjax()
+if _mathjax is not None:
+    mathjax_path = _mathjax
 
 # -- Generated API pages ------------------------------------------------------
 
@@ -345,9 +385,39 @@ def _autolist_pages_outdated(app, env, added, changed, removed) -> list[str]:
     return [doc for doc in ("tutorials", "api/index") if doc in env.found_docs]
 
 
+# -- Line continuations in raw docstrings ---------------------------------------
+# In an r"""...""" docstring a line ending in a backslash (a long list of
+# parameter names, say) keeps the backslash and the line break; the unindented
+# next line then stops the docstring from being dedented, and napoleon finds no
+# numpy sections. Join such lines as a plain string literal would, before
+# napoleon reads the sections (hence the priority below napoleon's 500).
+
+
+def _join_continued_lines(app, what, name, obj, options, lines) -> None:
+    joined = False
+    i = 0
+    while i < len(lines) - 1:
+        line = lines[i]
+        if line.endswith("\\") and not line.endswith("\\\\"):
+            lines[i] = line[:-1] + lines[i + 1].lstrip()
+            del lines[i + 1]
+            joined = True
+        else:
+            i += 1
+    if not joined:
+        return
+    # The unindented continuation line also kept the docstring from being
+    # dedented; dedent the body now that it is gone.
+    body = [line for line in lines[1:] if line.strip()]
+    indent = min((len(line) - len(line.lstrip()) for line in body), default=0)
+    if indent:
+        lines[1:] = [line[indent:] if line.strip() else "" for line in lines[1:]]
+
+
 def setup(app):
     app.connect("source-read", _fill_autolists)
     app.connect("env-get-outdated", _autolist_pages_outdated)
+    app.connect("autodoc-process-docstring", _join_continued_lines, priority=400)
     app.connect("autodoc-process-docstring", _attribute_docstring)
     app.connect("autodoc-process-docstring", _plain_bars)
     return {"parallel_read_safe": True}
