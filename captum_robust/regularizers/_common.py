@@ -482,11 +482,14 @@ def input_gradient(
     retain_graph: bool | None = None,
     check: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradient of ``sum scalar_fn(model(x), target)`` w.r.t. a leaf copy of x.
+    """Gradient of ``sum scalar_fn(model(x), target)`` with respect to x.
 
-    Returns (gradient, logits, leaf); ``check`` validates the logits and target.
+    An ``x`` that does not require gradients is replaced by a leaf copy; one that
+    does (an iterate of an inner maximisation) is used as it is, so the result
+    keeps its graph to it. Returns (gradient, logits, leaf); ``check`` validates
+    the logits and target.
     """
-    leaf = x.detach().requires_grad_(True)
+    leaf = x if x.requires_grad else x.detach().requires_grad_(True)
     logits = model(leaf)
     if check:
         check_logits(logits, target)
