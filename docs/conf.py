@@ -340,8 +340,8 @@ def _attribute_docstring(app, what, name, obj, options, lines) -> None:
     if lines and "\n".join(lines).strip() != type_doc:
         return
     found = _defining_attribute_doc(name, obj)
-    if found is not None:
-        lines[:] = [line.rstrip("\n") for line in found]
+    # No docstring of its own: say nothing rather than describe its type.
+    lines[:] = [line.rstrip("\n") for line in found] if found is not None else []
 
 
 # -- Plain-text |x| in docstrings ----------------------------------------------
