@@ -48,11 +48,12 @@ docs: $(DOCS_STAMP)
 	$(BIN)/sphinx-build -W --keep-going -b html $(SPHINXOPTS) docs docs/_build/html
 	$(MAKE) docs-check
 
-# The browser check alone, on the site already built.
+# The browser check alone, on the site already built. It uses Debian's Chromium
+# (installed here when missing; we run as root), or the browser named by $CHROMIUM.
 docs-check: $(DOCS_STAMP)
-	test -x /usr/bin/chromium || { apt-get update -qq && \
+	test -x "$${CHROMIUM:-/usr/bin/chromium}" || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	$(BIN)/python docs/check_site.py docs/_build/html
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info docs/_build .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info docs/_build docs/api/generated .pytest_cache .ruff_cache
