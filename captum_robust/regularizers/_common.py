@@ -276,27 +276,26 @@ def frozen_running_stats(model: nn.Module) -> Iterator[None]:
 
     Only normalisation layers in training mode that track running statistics are
     affected; they still normalise with the batch statistics, as training does.
+    Their buffers are swapped for copies for the duration, and the original tensors
+    put back: restoring them in place instead would bump their version counters and
+    break the backward pass of graphs recorded before (the task loss's).
     """
-    saved = []
+    swapped = []
     for module in model.modules():
         if (
             isinstance(module, nn.modules.batchnorm._NormBase)
             and module.training
             and module.track_running_stats
         ):
-            buffers = [
-                (name, buf)
-                for name, buf in module.named_buffers(recurse=False)
-                if buf is not None
-            ]
-            saved.append((buffers, [buf.clone() for _, buf in buffers]))
+            for name, buf in list(module._buffers.items()):
+                if buf is not None:
+                    module._buffers[name] = buf.clone()
+                    swapped.append((module, name, buf))
     try:
         yield
     finally:
-        with torch.no_grad():
-            for buffers, copies in saved:
-                for (_, buf), copy in zip(buffers, copies):
-                    buf.copy_(copy)
+        for module, name, buf in swapped:
+            module._buffers[name] = buf
 
 
 class SmoothMixin:

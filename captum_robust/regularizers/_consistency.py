@@ -189,6 +189,8 @@ class ExplanationConsistencyWeights(SeededMixin, SmoothMixin):
         self.last_perturbed: Tensor | None = None
         self.last_similarity: Tensor | None = None
 
+    # Gradients are needed even when the caller is inside torch.no_grad().
+    @torch.enable_grad()
     def __call__(
         self,
         model: nn.Module,
@@ -233,6 +235,7 @@ class ExplanationConsistencyWeights(SeededMixin, SmoothMixin):
             weights = self._weights(model, attribution, x, t, background)
         return weights
 
+    @torch.enable_grad()
     def loss(
         self,
         model: nn.Module,

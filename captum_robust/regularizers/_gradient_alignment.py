@@ -151,6 +151,8 @@ class LocalGradientAlignment(SeededMixin, SmoothMixin):
         self._init_smooth(softplus_beta)
         self._init_random(seed, generator)
 
+    # Gradients are needed even when the caller is inside torch.no_grad().
+    @torch.enable_grad()
     def __call__(
         self, model: nn.Module, inputs: Tensor, target: Tensor | int
     ) -> Tensor:
@@ -167,6 +169,7 @@ class LocalGradientAlignment(SeededMixin, SmoothMixin):
         """
         return self._run(model, inputs, target, None)[0]
 
+    @torch.enable_grad()
     def loss(
         self,
         model: nn.Module,
@@ -281,6 +284,19 @@ class LocalGradientAlignment(SeededMixin, SmoothMixin):
         )
 
 
+def _check_no_training_batch_norm(model: nn.Module) -> None:
+    # Failing here is clearer than PyTorch's error in the caller's backward pass.
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
+            raise ValueError(
+                f"`model` has a batch-norm layer in training mode ({name or 'model'}: "
+                f"{type(module).__name__}); training through a Hessian-vector "
+                "product needs third derivatives, which PyTorch's batch_norm does not "
+                "provide in training mode. Put batch-norm layers in eval mode, or use "
+                "GroupNorm / LayerNorm."
+            )
+
+
 class HessianNorm(SeededMixin, SmoothMixin):
     r"""Penalise the curvature of the target logit along random directions.
 
@@ -312,6 +328,15 @@ class HessianNorm(SeededMixin, SmoothMixin):
         Seed of the regularizer's own generator (one per device).
     generator : torch.Generator or None, default None
         Use this generator instead (not together with ``seed``).
+
+    Notes
+    -----
+    Training through the term takes third derivatives of the model. PyTorch's
+    ``batch_norm`` has none in training mode, so a model with batch-norm layers
+    in training mode is refused with a ``ValueError``; put them in eval mode
+    (``module.eval()`` on each) or use GroupNorm / LayerNorm. ``reg.loss(model, x,
+    y)`` returns ``loss_fn(model(x), y) + term`` sharing the forward pass at ``x``,
+    as the reference implementation does.
 
     Examples
     --------
@@ -345,6 +370,7 @@ class HessianNorm(SeededMixin, SmoothMixin):
         self._init_smooth(softplus_beta)
         self._init_random(seed, generator)
 
+    @torch.enable_grad()
     def __call__(
         self, model: nn.Module, inputs: Tensor, target: Tensor | int
     ) -> Tensor:
@@ -361,6 +387,7 @@ class HessianNorm(SeededMixin, SmoothMixin):
         """
         return self._run(model, inputs, target, None)[0]
 
+    @torch.enable_grad()
     def loss(
         self,
         model: nn.Module,
@@ -404,6 +431,7 @@ class HessianNorm(SeededMixin, SmoothMixin):
         model = check_model(model)
         x = check_inputs(inputs)
         t = check_target(target, x)
+        _check_no_training_batch_norm(model)
         if loss_fn is not None and self.softplus_beta is None:
             g, logits, leaf = input_gradient(
                 model, x, t, target_logit, create_graph=True, check=True

@@ -231,6 +231,8 @@ class IGNorm(_AdversarialIG):
             generator,
         )
 
+    # Gradients are needed even when the caller is inside torch.no_grad().
+    @torch.enable_grad()
     def __call__(
         self, model: nn.Module, inputs: Tensor, target: Tensor | int
     ) -> Tensor:
@@ -248,6 +250,7 @@ class IGNorm(_AdversarialIG):
         model, x, t = self._prepare(model, inputs, target)
         return self._term(model, x, t)
 
+    @torch.enable_grad()
     def loss(
         self,
         model: nn.Module,
@@ -371,6 +374,7 @@ softplus_beta, seed, generator
             generator=generator,
         )
 
+    @torch.enable_grad()
     def __call__(
         self, model: nn.Module, inputs: Tensor, target: Tensor | int
     ) -> Tensor:
@@ -381,6 +385,7 @@ softplus_beta, seed, generator
         model, x, t = self._prepare(model, inputs, target)
         return self._term(model, x, t)
 
+    @torch.enable_grad()
     def loss(
         self,
         model: nn.Module,
@@ -542,6 +547,7 @@ class EnhancedAttributionRegularizer(_AdversarialIG):
             generator,
         )
 
+    @torch.enable_grad()
     def __call__(
         self, model: nn.Module, inputs: Tensor, target: Tensor | int
     ) -> Tensor:
@@ -552,6 +558,7 @@ class EnhancedAttributionRegularizer(_AdversarialIG):
         model, x, t = self._prepare(model, inputs, target)
         return self._term(model, x, t)
 
+    @torch.enable_grad()
     def loss(
         self,
         model: nn.Module,
@@ -570,6 +577,7 @@ class EnhancedAttributionRegularizer(_AdversarialIG):
         term = self._term(model, x, t)
         return loss_fn(run_checked(model, self.last_adversarial, t), t) + term
 
+    @torch.enable_grad()
     def components(
         self, model: nn.Module, inputs: Tensor, target: Tensor | int
     ) -> tuple[Tensor, Tensor]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from captum_robust._utils.validation import check_choice
@@ -100,6 +101,8 @@ class MaskedGradientPenalty(SmoothMixin):
         self._scalar = _sum_log_probs if log_prob == "sum" else target_log_prob
         self._init_smooth(softplus_beta)
 
+    # Gradients are needed even when the caller is inside torch.no_grad().
+    @torch.enable_grad()
     def __call__(
         self, model: nn.Module, inputs: Tensor, target: Tensor | int, mask: Tensor
     ) -> Tensor:
@@ -119,6 +122,7 @@ class MaskedGradientPenalty(SmoothMixin):
         """
         return self._run(model, inputs, target, mask, None)[0]
 
+    @torch.enable_grad()
     def loss(
         self,
         model: nn.Module,
