@@ -125,10 +125,12 @@ html_theme_options = {
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
 }
+# Pages without sub-pages get no (empty) section navigation on the left.
 html_sidebars = {
     "index": [],
     "installation": [],
     "quickstart": [],
+    "concepts": [],
     "changelog": [],
 }
 
@@ -265,6 +267,8 @@ def tutorial_docnames() -> list[str]:
 
 
 TUTORIALS = tutorial_docnames()
+if not TUTORIALS:
+    html_sidebars["tutorials"] = []
 
 # -- Lists filled in at read time ---------------------------------------------
 # A page holds a line ``<!-- autolist: NAME -->``; it is replaced by a toctree of
