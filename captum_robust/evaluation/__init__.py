@@ -1,5 +1,6 @@
 """Evaluate a model's attribution robustness over a data loader."""
 
+from captum_robust.evaluation._demo import DemoSettings, demo_model, run_demo
 from captum_robust.evaluation._evaluate import (
     METRICS,
     EvaluationResult,
@@ -10,12 +11,15 @@ from captum_robust.evaluation._report import ReportRow, format_table, write_repo
 from captum_robust.evaluation._summary import summarize
 
 __all__ = [
+    "DemoSettings",
     "METRICS",
     "EvaluationResult",
     "RecordLog",
+    "demo_model",
     "ReportRow",
     "evaluate_robustness",
     "format_table",
+    "run_demo",
     "summarize",
     "write_report",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +76,10 @@ def _run_attack(attack: Any, inputs: Tensor, labels: Tensor) -> Tensor:
 
 def _attribute(attribution: Any, inputs: Tensor, labels: Tensor, **kwargs) -> Tensor:
     attribute = getattr(attribution, "attribute", attribution)
-    result = attribute(inputs, target=labels, **kwargs)
+    with warnings.catch_warnings():
+        # Captum warns each time it switches on requires_grad of fresh inputs.
+        warnings.filterwarnings("ignore", message="Input Tensor .* did not already")
+        result = attribute(inputs, target=labels, **kwargs)
     if not isinstance(result, Tensor):
         raise TypeError(
             "`attribution` must return one Tensor for image inputs, got "
