@@ -1,0 +1,30 @@
+"""Attacks on attributions, as ``captum.robust.Perturbation`` subclasses.
+
+Each attack perturbs inputs inside an L-inf ball so that their attribution
+changes while the model's prediction does not (Ghorbani et al., 2019;
+Dombrowski et al., 2019): :class:`TopKAttack` removes the most important
+features, :class:`MassCenterAttack` moves the explanation's center of mass,
+:class:`TargetedAttack` raises it in a chosen region, :class:`ManipulationAttack`
+makes it match a target map, and :class:`RandomAttack` is the random baseline
+with the same budget. All run one shared loop, vectorised over the batch, with
+directions from a softplus surrogate and selection on the real model; they work
+with ``captum.robust.AttackComparator`` and ``MinParamPerturbation``.
+"""
+
+from captum_robust.attacks._attacks import (
+    ManipulationAttack,
+    MassCenterAttack,
+    RandomAttack,
+    TargetedAttack,
+    TopKAttack,
+)
+from captum_robust.attacks._result import AttackResult
+
+__all__ = [
+    "AttackResult",
+    "ManipulationAttack",
+    "MassCenterAttack",
+    "RandomAttack",
+    "TargetedAttack",
+    "TopKAttack",
+]

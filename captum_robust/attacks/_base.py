@@ -1,0 +1,709 @@
+"""The one loop shared by every attack on attributions."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from captum.attr import InputXGradient, IntegratedGradients, LayerGradCam, Saliency
+from captum.robust import Perturbation
+from torch import Tensor
+
+from captum_robust._utils.validation import (
+    check_choice,
+    check_number,
+    check_positive_int,
+)
+from captum_robust.attacks._result import AttackResult
+from captum_robust.attacks._utils import (
+    OutputRecorder,
+    TensorOrTuple,
+    as_module,
+    check_inputs,
+    class_indices,
+    draw,
+    eval_mode,
+    fmt,
+    normalized_map,
+    prepare_masks,
+    spatial_shape,
+    take,
+    take_target,
+)
+from captum_robust.attr import (
+    DifferentiableAttribution,
+    differentiable,
+    softplus_surrogate,
+)
+from captum_robust.metrics._center import center_of_mass_map
+from captum_robust.metrics._correlation import kendall_tau_flat, spearman_flat
+from captum_robust.metrics._topk import topk_intersection_flat
+
+# name -> (higher is better, best possible value or None). Reaching the best value
+# for every sample ends the attack early.
+CRITERIA: dict[str, tuple[bool, float | None]] = {
+    "topk": (False, 0.0),
+    "kendall": (False, -1.0),
+    "spearman": (False, -1.0),
+    "center_shift": (True, None),
+    "target_mass": (True, 1.0),
+    "target_mse": (False, 0.0),
+}
+BASE_CRITERIA = ("topk", "kendall", "spearman", "center_shift")
+
+# Early-exit checks cost a host synchronisation; every few steps keeps that cost
+# negligible on a GPU while wasting at most this many steps.
+CHECK_EVERY = 5
+
+# Captum gradient methods whose plain (no create_graph) code can score iterates:
+# the criterion needs no graph, and building one costs time.
+_PLAIN_CRITERION_METHODS = (Saliency, InputXGradient, IntegratedGradients, LayerGradCam)
+
+
+@dataclass
+class Batch:
+    """Per-call tensors of the samples being attacked, all with the same rows."""
+
+    x0: tuple[Tensor, ...]
+    is_tuple: bool
+    masks: tuple[Tensor, ...] | None
+    target: Any
+    additional_forward_args: Any
+    attribution_kwargs: dict[str, Any]
+    label: Tensor
+    map0: Tensor
+    shape: tuple[int, int] | None
+    state: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return int(self.x0[0].shape[0])
+
+    def select(self, index: Tensor, host_index: list[int]) -> Batch:
+        n = self.size
+        return Batch(
+            x0=tuple(t.index_select(0, index) for t in self.x0),
+            is_tuple=self.is_tuple,
+            masks=None
+            if self.masks is None
+            else tuple(take(m, index, host_index, n) for m in self.masks),
+            target=take_target(self.target, index, host_index, n),
+            additional_forward_args=take(
+                self.additional_forward_args, index, host_index, n
+            ),
+            attribution_kwargs={
+                key: take(v, index, host_index, n)
+                for key, v in self.attribution_kwargs.items()
+            },
+            label=self.label.index_select(0, index),
+            map0=self.map0.index_select(0, index),
+            shape=self.shape,
+            state={key: v.index_select(0, index) for key, v in self.state.items()},
+        )
+
+
+def _check_bounds(lower: object, upper: object) -> tuple[float, float]:
+    lo = check_number(lower, "lower_bound")
+    hi = check_number(upper, "upper_bound")
+    if lo > hi:
+        raise ValueError(f"`lower_bound` ({lo}) must not exceed `upper_bound` ({hi}).")
+    return lo, hi
+
+
+def _check_kwargs(kwargs: object, name: str) -> dict[str, Any]:
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise TypeError(
+            f"`{name}` must be a dict of keyword arguments for the attribution's "
+            f"`attribute`, got {type(kwargs).__name__}."
+        )
+    reserved = {"inputs", "target", "additional_forward_args"} & set(kwargs)
+    if reserved:
+        raise ValueError(
+            f"`{name}` must not contain {sorted(reserved)}; pass them to perturb()."
+        )
+    if kwargs.get("return_convergence_delta"):
+        raise ValueError(f"`{name}`: return_convergence_delta=True is not supported.")
+    return dict(kwargs)
+
+
+class AttributionAttack(Perturbation):
+    """Base of the attacks: arguments, the shared loop and the bookkeeping.
+
+    Subclasses set the update rule and the loss (the quantity whose descent moves
+    the attribution), and may prepare per-sample state from their own arguments.
+    """
+
+    _update_rule = "sign"  # "sign", "adam" or "random"
+    _criteria: tuple[str, ...] = BASE_CRITERIA
+    _needs_surrogate = True
+
+    def __init__(
+        self,
+        forward_func: Callable[..., Any],
+        attribution: Any,
+        *,
+        epsilon: float,
+        step_size: float | None,
+        n_steps: int,
+        restarts: int,
+        random_start: bool,
+        surrogate_beta: float | None,
+        surrogate: Callable[..., Any] | None,
+        lower_bound: float,
+        upper_bound: float,
+        criterion: str,
+        criterion_k: int,
+        attribution_kwargs: dict[str, Any] | None,
+        seed: int | None,
+    ) -> None:
+        if not callable(forward_func):
+            raise TypeError(
+                "`forward_func` must be callable (a model or a forward function), "
+                f"got {type(forward_func).__name__}."
+            )
+        self.forward_func = forward_func
+        # differentiable() raises a TypeError naming the method and the reason for
+        # a method that cannot be differentiated (Occlusion, DeepLift, ...). The
+        # seed fixes the draws of random methods (GradientShap, NoiseTunnel) on
+        # every call, so the original and each iterate see the same noise.
+        self._attribution = differentiable(
+            attribution, seed=0 if seed is None else seed
+        )
+        explained = self._attribution.forward_func
+        if explained is not None and not _same_model(explained, forward_func):
+            raise ValueError(
+                "`attribution` explains a different model than `forward_func`; "
+                "build the attribution on the attacked model."
+            )
+        self.epsilon = check_number(epsilon, "epsilon", minimum=0.0)
+        self.step_size = (
+            None
+            if step_size is None
+            else check_number(step_size, "step_size", minimum=0.0, strict_minimum=True)
+        )
+        self.n_steps = check_positive_int(n_steps, "n_steps")
+        self.restarts = check_positive_int(restarts, "restarts")
+        if not isinstance(random_start, bool):
+            raise TypeError(
+                f"`random_start` must be a bool, got {type(random_start).__name__}."
+            )
+        self.random_start = random_start
+        self.lower_bound, self.upper_bound = _check_bounds(lower_bound, upper_bound)
+        check_choice(criterion, self._criteria, "criterion")
+        self.criterion = criterion
+        self.criterion_k = check_positive_int(criterion_k, "criterion_k")
+        self.attribution_kwargs = _check_kwargs(
+            attribution_kwargs, "attribution_kwargs"
+        )
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(
+                f"`seed` must be an int or None, got {type(seed).__name__}."
+            )
+        self.seed = seed
+        self.surrogate_beta = (
+            None
+            if surrogate_beta is None
+            else check_number(
+                surrogate_beta, "surrogate_beta", minimum=0.0, strict_minimum=True
+            )
+        )
+        self._model = as_module(forward_func)
+        self._recorder = OutputRecorder(forward_func)
+        self._criterion_attribution = self._make_criterion_attribution(attribution)
+        self.surrogate = None
+        self._direction_attribution = None
+        if self._needs_surrogate:
+            self.surrogate = self._make_surrogate(surrogate)
+            self._direction_attribution = self._bind(self.surrogate)
+
+    # ----------------------------------------------------------------- set-up
+
+    def _make_surrogate(self, surrogate: object) -> Callable[..., Any]:
+        if surrogate is not None:
+            if not callable(surrogate):
+                raise TypeError(
+                    f"`surrogate` must be callable, got {type(surrogate).__name__}."
+                )
+            return surrogate
+        if self.surrogate_beta is None:
+            return self.forward_func
+        if not isinstance(self.forward_func, torch.nn.Module):
+            raise TypeError(
+                "`forward_func` is not an nn.Module, so no softplus surrogate can be "
+                "built from it; pass `surrogate=` (a smooth copy of the model) or "
+                "`surrogate_beta=None` to compute directions on the model itself."
+            )
+        smooth = softplus_surrogate(self.forward_func, beta=self.surrogate_beta)
+        # The surrogate is the attack's own copy of the module tree (parameters
+        # and buffers are shared): eval mode here never touches the user's model,
+        # and keeps BatchNorm statistics frozen.
+        return smooth.eval()
+
+    def _bind(self, model: Callable[..., Any]) -> DifferentiableAttribution:
+        if model is self.forward_func:
+            return self._attribution
+        try:
+            return self._attribution.with_forward_func(model)
+        except TypeError as exc:
+            raise TypeError(
+                f"`attribution` ({self._attribution.method}) cannot be bound to the "
+                "surrogate model that gives the attack its direction; pass "
+                "`surrogate_beta=None` to use the attribution as it is (its model "
+                f"should then be smooth, e.g. softplus). Cause: {exc}"
+            ) from exc
+
+    def _make_criterion_attribution(self, attribution: object) -> Any:
+        if type(attribution) in _PLAIN_CRITERION_METHODS:
+            # Captum's own code without create_graph, on a shallow copy so the
+            # user's object is untouched.
+            plain = copy.copy(attribution)
+            plain.forward_func = self._recorder
+            return plain
+        try:
+            return self._attribution.with_forward_func(self._recorder)
+        except (TypeError, ValueError):
+            return self._attribution
+
+    # ---------------------------------------------------------------- helpers
+
+    def _effective_step_size(self, epsilon: float, n_steps: int) -> float:
+        if self.step_size is None:
+            raise AssertionError("subclasses without a default step size override")
+        return self.step_size
+
+    def _forward(self, x: tuple[Tensor, ...], b: Batch) -> Tensor:
+        args = b.additional_forward_args
+        if args is None:
+            args = ()
+        elif not isinstance(args, tuple):
+            args = (args,)
+        return self.forward_func(*x, *args)
+
+    def _real_map(self, x: tuple[Tensor, ...], b: Batch) -> tuple[Tensor, Tensor]:
+        """Normalised map (n, N) and logits of the real model at ``x``."""
+        xg = tuple(t.detach().requires_grad_() for t in x)
+        self._recorder.watch(xg)
+        try:
+            attr = self._criterion_attribution.attribute(
+                fmt(xg, b.is_tuple),
+                target=b.target,
+                additional_forward_args=b.additional_forward_args,
+                **b.attribution_kwargs,
+            )
+        finally:
+            logits = self._recorder.take()
+        attr = tuple(a.detach() for a in attr) if isinstance(attr, tuple) else attr
+        if isinstance(attr, Tensor):
+            attr = attr.detach()
+        if logits is None:
+            with torch.no_grad():
+                logits = self._forward(tuple(t.detach() for t in x), b)
+        return normalized_map(attr), logits
+
+    def _surrogate_map(self, xg: tuple[Tensor, ...], b: Batch) -> Tensor:
+        assert self._direction_attribution is not None
+        attr = self._direction_attribution.attribute(
+            fmt(xg, b.is_tuple),
+            target=b.target,
+            additional_forward_args=b.additional_forward_args,
+            **b.attribution_kwargs,
+        )
+        return normalized_map(attr)
+
+    def _criterion(self, maps: Tensor, b: Batch) -> Tensor:
+        name = self.criterion
+        if name == "topk":
+            return topk_intersection_flat(b.map0, maps, self.criterion_k)
+        if name == "kendall":
+            return kendall_tau_flat(b.map0, maps)
+        if name == "spearman":
+            return spearman_flat(b.map0, maps)
+        if name == "center_shift":
+            assert b.shape is not None
+            centers = center_of_mass_map(maps.view(-1, *b.shape))
+            return (centers - b.state["center0"]).norm(dim=1)
+        if name == "target_mass":
+            return (maps * b.state["region"]).sum(dim=1)
+        return (maps - b.state["target_map"]).square().mean(dim=1)
+
+    # ------------------------------------------------------------ subclass API
+
+    def _setup(self, b: Batch, extras: dict[str, Any]) -> None:
+        """Check the attack's own per-call arguments; add per-sample state."""
+
+    def _loss(self, maps: Tensor, b: Batch, xg: tuple[Tensor, ...]) -> Tensor:
+        """Per-sample loss (n,) on the surrogate's map; the attack descends it."""
+        raise NotImplementedError
+
+    # -------------------------------------------------------------- the loop
+
+    def _perturb(
+        self,
+        inputs: TensorOrTuple,
+        target: Any,
+        additional_forward_args: Any,
+        *,
+        mask: Any,
+        epsilon: float | None,
+        step_size: float | None,
+        n_steps: int | None,
+        restarts: int | None,
+        attribution_kwargs: dict[str, Any] | None,
+        generator: torch.Generator | None,
+        return_results: bool,
+        extras: dict[str, Any],
+    ) -> TensorOrTuple | tuple[TensorOrTuple, AttackResult]:
+        eps = (
+            self.epsilon
+            if epsilon is None
+            else check_number(epsilon, "epsilon", minimum=0.0)
+        )
+        steps = (
+            self.n_steps if n_steps is None else check_positive_int(n_steps, "n_steps")
+        )
+        if step_size is None:
+            alpha = self._effective_step_size(eps, steps)
+        else:
+            alpha = check_number(
+                step_size, "step_size", minimum=0.0, strict_minimum=True
+            )
+        n_restarts = (
+            self.restarts
+            if restarts is None
+            else check_positive_int(restarts, "restarts")
+        )
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                "`generator` must be a torch.Generator or None, got "
+                f"{type(generator).__name__}."
+            )
+        if not isinstance(return_results, bool):
+            raise TypeError(
+                f"`return_results` must be a bool, got {type(return_results).__name__}."
+            )
+        kwargs = {
+            **self.attribution_kwargs,
+            **_check_kwargs(attribution_kwargs, "attribution_kwargs"),
+        }
+        x0, is_tuple = check_inputs(inputs, self.lower_bound, self.upper_bound)
+        masks = prepare_masks(mask, x0, is_tuple)
+        x0 = tuple(t.detach() for t in x0)
+        batch, device = int(x0[0].shape[0]), x0[0].device
+        classes = class_indices(target, batch, device)
+        if generator is None and self.seed is not None:
+            generator = torch.Generator(device=device).manual_seed(self.seed)
+
+        surrogate_module = as_module(self.surrogate) if self.surrogate else None
+        with torch.enable_grad(), eval_mode(self._model):
+            # A user surrogate is put in eval mode too (and restored).
+            with eval_mode(
+                surrogate_module if surrogate_module is not self._model else None
+            ):
+                return self._run(
+                    x0,
+                    is_tuple,
+                    masks,
+                    target,
+                    classes,
+                    additional_forward_args,
+                    kwargs,
+                    eps,
+                    alpha,
+                    steps,
+                    n_restarts,
+                    generator,
+                    return_results,
+                    extras,
+                )
+
+    def _run(
+        self,
+        x0: tuple[Tensor, ...],
+        is_tuple: bool,
+        masks: tuple[Tensor, ...] | None,
+        target: Any,
+        classes: Tensor | None,
+        additional_forward_args: Any,
+        kwargs: dict[str, Any],
+        eps: float,
+        alpha: float,
+        n_steps: int,
+        n_restarts: int,
+        generator: torch.Generator | None,
+        return_results: bool,
+        extras: dict[str, Any],
+    ) -> TensorOrTuple | tuple[TensorOrTuple, AttackResult]:
+        batch, device = int(x0[0].shape[0]), x0[0].device
+        full = Batch(
+            x0=x0,
+            is_tuple=is_tuple,
+            masks=masks,
+            target=target,
+            additional_forward_args=additional_forward_args,
+            attribution_kwargs=kwargs,
+            label=torch.zeros(batch, dtype=torch.long, device=device),
+            map0=torch.empty(0),
+            shape=None,
+        )
+        # The original map and prediction, on the real model.
+        attr0, logits0 = self._attribute_original(full)
+        full.label = logits0.argmax(dim=1)
+        if classes is None:
+            classes = full.label
+        full.map0 = normalized_map(attr0)
+        full.shape = spatial_shape(attr0)
+        n_features = int(full.map0.shape[1])
+        if full.shape is not None and full.shape[0] * full.shape[1] != n_features:
+            full.shape = None
+        self._setup_criterion(full, n_features)
+        self._setup(full, extras)
+
+        higher, best_value = CRITERIA[self.criterion]
+        before = self._criterion(full.map0, full)
+        correct = full.label == classes
+        host_index = correct.nonzero().flatten().tolist()
+        n_attacked = len(host_index)
+        index = torch.tensor(host_index, dtype=torch.long, device=device)
+        b = full if n_attacked == batch else full.select(index, host_index)
+
+        best = tuple(t.clone() for t in b.x0)
+        best_crit = before.index_select(0, index)
+        best_restart = torch.full((n_attacked,), -1, dtype=torch.long, device=device)
+        best_step = torch.zeros(n_attacked, dtype=torch.long, device=device)
+        steps_done = 0
+        if n_attacked > 0:
+            done = False
+            for restart in range(n_restarts):
+                x = self._start(b, full, index, eps, restart, generator)
+                moments: list[Tensor] | None = None
+                for step in range(1, n_steps + 1):
+                    x, moments = self._step(
+                        x, b, full, index, eps, alpha, step, moments, generator
+                    )
+                    maps, logits = self._real_map(x, b)
+                    crit = self._criterion(maps, b)
+                    kept = logits.argmax(dim=1) == b.label
+                    better = kept & (
+                        (crit > best_crit) if higher else (crit < best_crit)
+                    )
+                    best = tuple(
+                        torch.where(better.view(-1, *([1] * (t.dim() - 1))), t, bt)
+                        for t, bt in zip(x, best)
+                    )
+                    best_crit = torch.where(better, crit, best_crit)
+                    best_restart = torch.where(
+                        better, torch.full_like(best_restart, restart), best_restart
+                    )
+                    best_step = torch.where(
+                        better, torch.full_like(best_step, step), best_step
+                    )
+                    steps_done += 1
+                    if best_value is not None and (
+                        step % CHECK_EVERY == 0 or step == n_steps
+                    ):
+                        reached = (
+                            best_crit >= best_value
+                            if higher
+                            else best_crit <= best_value
+                        )
+                        if bool(reached.all()):
+                            done = True
+                            break
+                if done:
+                    break
+
+        out = tuple(
+            t.clone().index_copy_(0, index, bt) if n_attacked < batch else bt
+            for t, bt in zip(x0, best)
+        )
+        perturbed = fmt(out, is_tuple)
+        if not return_results:
+            return perturbed
+
+        with torch.no_grad():
+            final_label = self._forward(out, full).argmax(dim=1)
+
+        def scatter(values: Tensor, fill: Tensor) -> Tensor:
+            return fill.clone().index_copy_(0, index, values)
+
+        after = scatter(best_crit, before)
+        restart_full = scatter(best_restart, torch.full_like(full.label, -1))
+        result = AttackResult(
+            criterion=self.criterion,
+            higher_is_better=higher,
+            criterion_before=before,
+            criterion_after=after,
+            improved=restart_full >= 0,
+            label_kept=final_label == full.label,
+            skipped=~correct,
+            original_label=full.label,
+            steps=torch.where(
+                correct,
+                torch.full_like(full.label, steps_done),
+                torch.zeros_like(full.label),
+            ),
+            best_restart=restart_full,
+            best_step=scatter(best_step, torch.zeros_like(full.label)),
+        )
+        return perturbed, result
+
+    def _attribute_original(self, b: Batch) -> tuple[Any, Tensor]:
+        """Attribution and logits of the real model at the original inputs."""
+        logits = None
+        if b.target is None:
+            # Attribute the predicted class, as one does to explain a prediction.
+            with torch.no_grad():
+                logits = self._forward(b.x0, b)
+            b.target = _labels(logits).argmax(dim=1)
+        xg = tuple(t.detach().requires_grad_() for t in b.x0)
+        self._recorder.watch(xg)
+        try:
+            attr = self._criterion_attribution.attribute(
+                fmt(xg, b.is_tuple),
+                target=b.target,
+                additional_forward_args=b.additional_forward_args,
+                **b.attribution_kwargs,
+            )
+        finally:
+            recorded = self._recorder.take()
+        if logits is None:
+            logits = recorded
+        if logits is None:
+            with torch.no_grad():
+                logits = self._forward(b.x0, b)
+        if isinstance(attr, tuple):
+            attr = tuple(a.detach() for a in attr)
+        else:
+            attr = attr.detach()
+        return attr, _labels(logits)
+
+    def _setup_criterion(self, b: Batch, n_features: int) -> None:
+        if self.criterion == "topk":
+            if self.criterion_k > n_features:
+                raise ValueError(
+                    f"`criterion_k` ({self.criterion_k}) must be at most the number "
+                    f"of features of the attribution map ({n_features})."
+                )
+        if self.criterion == "center_shift" or self._needs_spatial():
+            if b.shape is None:
+                raise ValueError(
+                    f"{type(self).__name__} with criterion {self.criterion!r} needs "
+                    "an image attribution map (B, C, H, W) or (B, H, W); the "
+                    "attribution has another structure."
+                )
+        if self.criterion == "center_shift":
+            assert b.shape is not None
+            b.state["center0"] = center_of_mass_map(b.map0.view(-1, *b.shape))
+
+    def _needs_spatial(self) -> bool:
+        return False
+
+    def _start(
+        self,
+        b: Batch,
+        full: Batch,
+        index: Tensor,
+        eps: float,
+        restart: int,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, ...]:
+        if restart == 0 and not self.random_start:
+            return b.x0
+        # Noise is drawn for the whole batch and then selected, so a sample's
+        # start depends on its position in the batch, not on which others were
+        # skipped.
+        out = []
+        for i, x0 in enumerate(b.x0):
+            noise = draw("rand", full.x0[i].shape, generator=generator, like=x0)
+            noise = (noise.index_select(0, index) * 2 - 1) * eps
+            out.append(self._project(x0 + noise, x0, b, i, eps))
+        return tuple(out)
+
+    def _project(self, x: Tensor, x0: Tensor, b: Batch, i: int, eps: float) -> Tensor:
+        delta = (x - x0).clamp(-eps, eps)
+        if b.masks is not None:
+            delta = delta * b.masks[i]
+        return (x0 + delta).clamp(self.lower_bound, self.upper_bound)
+
+    def _step(
+        self,
+        x: tuple[Tensor, ...],
+        b: Batch,
+        full: Batch,
+        index: Tensor,
+        eps: float,
+        alpha: float,
+        step: int,
+        moments: list[Tensor] | None,
+        generator: torch.Generator | None,
+    ) -> tuple[tuple[Tensor, ...], list[Tensor] | None]:
+        if self._update_rule == "random":
+            moves = []
+            for i, t in enumerate(x):
+                noise = draw("randn", full.x0[i].shape, generator=generator, like=t)
+                moves.append(alpha * noise.index_select(0, index).sign())
+        else:
+            xg = tuple(t.detach().requires_grad_() for t in x)
+            loss = self._loss(self._surrogate_map(xg, b), b, xg)
+            grads = torch.autograd.grad(loss.sum(), xg, allow_unused=True)
+            grads = tuple(
+                torch.zeros_like(t) if g is None else torch.nan_to_num(g, nan=0.0)
+                for g, t in zip(grads, xg)
+            )
+            if self._update_rule == "sign":
+                moves = [-alpha * g.sign() for g in grads]
+            else:
+                moves, moments = _adam(grads, moments, step, alpha)
+        new = tuple(
+            self._project(t.detach() + m, x0, b, i, eps)
+            for i, (t, m, x0) in enumerate(zip(x, moves, b.x0))
+        )
+        return new, moments
+
+
+def _labels(logits: object) -> Tensor:
+    if not isinstance(logits, Tensor) or logits.dim() != 2:
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits)
+        raise ValueError(
+            "`forward_func` must return logits of shape (B, classes), which the "
+            f"label constraint needs; got {shape}."
+        )
+    return logits
+
+
+def _adam(
+    grads: tuple[Tensor, ...],
+    moments: list[Tensor] | None,
+    step: int,
+    lr: float,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+) -> tuple[list[Tensor], list[Tensor]]:
+    """One Adam step per coordinate (descending); elementwise, hence per sample."""
+    if moments is None:
+        moments = [torch.zeros_like(g) for g in grads for _ in range(2)]
+    moves = []
+    for i, g in enumerate(grads):
+        m = moments[2 * i].mul(beta1).add_(g, alpha=1 - beta1)
+        v = moments[2 * i + 1].mul(beta2).addcmul_(g, g, value=1 - beta2)
+        moments[2 * i], moments[2 * i + 1] = m, v
+        m_hat = m / (1 - beta1**step)
+        v_hat = v / (1 - beta2**step)
+        moves.append(-lr * m_hat / (v_hat.sqrt() + eps))
+    return moves, moments
+
+
+def _same_model(a: object, b: object) -> bool:
+    if a is b or a == b:
+        return True
+    ma, mb = as_module(a), as_module(b)
+    if ma is None or mb is None or ma is not mb:
+        return False
+    # A module and its own forward method are the same model.
+    return isinstance(a, torch.nn.Module) or isinstance(b, torch.nn.Module)

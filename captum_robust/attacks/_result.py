@@ -1,0 +1,85 @@
+"""Per-sample record of an attack on attributions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+__all__ = ["AttackResult"]
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """What an attack did to each sample; returned by ``perturb(...,
+    return_results=True)``.
+
+    Every tensor has shape (B,) and lives on the input's device. The criterion is
+    measured on the real model (never the surrogate), between the attribution map
+    of the original input and that of the returned input.
+
+    Attributes
+    ----------
+    criterion : str
+        Name of the selection criterion, e.g. ``"topk"`` or ``"center_shift"``.
+    higher_is_better : bool
+        Whether the attack raises the criterion (``center_shift``,
+        ``target_mass``) or lowers it (``topk``, ``kendall``, ``spearman``,
+        ``target_mse``).
+    criterion_before : Tensor
+        The criterion of the original input: 1 for ``topk``, ``kendall`` and
+        ``spearman`` (NaN for a constant map), 0 for ``center_shift``, the
+        original value for the targeted criteria.
+    criterion_after : Tensor
+        The criterion of the returned input. Equal to ``criterion_before`` where
+        no iterate improved it or the sample was skipped.
+    improved : Tensor
+        bool: some iterate that kept the label improved the criterion, and the
+        returned input is the best such iterate.
+    label_kept : Tensor
+        bool: the model predicts the same class for the returned input as for the
+        original one (checked by a forward pass on the returned inputs).
+    skipped : Tensor
+        bool: the sample was misclassified before the attack (its prediction
+        differed from ``target``), so it was returned unchanged.
+    original_label : Tensor
+        int64: the class the model predicted for the original input.
+    steps : Tensor
+        int64: steps run on the sample over all restarts (0 if skipped; fewer
+        than ``restarts * n_steps`` after an early exit).
+    best_restart : Tensor
+        int64: restart (0-based) that produced the returned input; -1 if not
+        ``improved``.
+    best_step : Tensor
+        int64: step (1-based, within ``best_restart``) of the returned input; 0 if
+        not ``improved``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from captum_robust.attacks import AttackResult
+    >>> r = AttackResult(
+    ...     criterion="topk", higher_is_better=False,
+    ...     criterion_before=torch.ones(2), criterion_after=torch.tensor([0.4, 1.0]),
+    ...     improved=torch.tensor([True, False]), label_kept=torch.ones(2, dtype=bool),
+    ...     skipped=torch.zeros(2, dtype=bool), original_label=torch.tensor([3, 1]),
+    ...     steps=torch.tensor([10, 10]), best_restart=torch.tensor([0, -1]),
+    ...     best_step=torch.tensor([7, 0]))
+    >>> len(r), r.improved.tolist()
+    (2, [True, False])
+    """
+
+    criterion: str
+    higher_is_better: bool
+    criterion_before: Tensor
+    criterion_after: Tensor
+    improved: Tensor
+    label_kept: Tensor
+    skipped: Tensor
+    original_label: Tensor
+    steps: Tensor
+    best_restart: Tensor
+    best_step: Tensor
+
+    def __len__(self) -> int:
+        return int(self.criterion_before.shape[0])
