@@ -1,3 +1,3 @@
-"""captum_robust: robustness metrics, attacks and regularizers for Captum attributions."""
+"""captum_robust: robustness metrics, attacks and regularizers for Captum."""
 
 __version__ = "0.1.0"
