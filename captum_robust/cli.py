@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -161,15 +162,45 @@ def _attack(
 
 def _evaluate(args: argparse.Namespace) -> int:
     import torch
-    from torch.utils.data import DataLoader
-
-    from captum_robust.evaluation import ReportRow, evaluate_robustness, write_report
-    from captum_robust.evaluation._report import format_table
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise CommandError(
             f"--device {args.device} requested but CUDA is not available"
         )
+    launched = _init_distributed(args)
+    try:
+        return _evaluate_on_this_rank(args)
+    finally:
+        if launched:
+            torch.distributed.destroy_process_group()
+
+
+def _init_distributed(args: argparse.Namespace) -> bool:
+    """Join the process group torchrun describes in the environment, if any."""
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2 or dist.is_initialized():
+        return False
+    cuda = args.device.startswith("cuda")
+    dist.init_process_group("nccl" if cuda else "gloo")
+    if args.device == "cuda":
+        # One GPU per process: torchrun numbers the processes of a machine.
+        args.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+        torch.cuda.set_device(torch.device(args.device))
+    return True
+
+
+def _evaluate_on_this_rank(args: argparse.Namespace) -> int:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from captum_robust.evaluation import ReportRow, evaluate_robustness, write_report
+    from captum_robust.evaluation._distributed import rank_and_world
+    from captum_robust.evaluation._report import format_table
+
+    # The factory may draw initial weights: same seed, same model on every rank.
+    torch.manual_seed(args.seed)
     model = load_model(args.model, args.weights, args.device)
     data = _dataset(args)
     attribution, attribution_kwargs = _attribution(args, model)
@@ -191,12 +222,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         num_figures=args.num_figures,
         progress=not args.quiet,
     )
+    if rank_and_world()[0] != 0:
+        return 0
     row = ReportRow(
         args.model, args.attribution, args.attack, result.summary, result.figure_paths
     )
-    settings = {
-        key: value for key, value in vars(args).items() if key not in ("handler",)
-    }
+    settings = {key: value for key, value in vars(args).items() if key != "handler"}
     json_path, html_path = write_report([row], output, settings=settings)
     print(format_table([row]))
     print(f"report: {html_path} and {json_path}")

@@ -13,6 +13,12 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from captum_robust._utils.validation import check_choice, check_positive_int
+from captum_robust.evaluation._distributed import (
+    gather_objects,
+    rank_and_world,
+    rank_path,
+    shard_loader,
+)
 from captum_robust.evaluation._records import Record, RecordLog
 from captum_robust.evaluation._summary import summarize
 from captum_robust.metrics import (
@@ -217,10 +223,17 @@ def evaluate_robustness(
         device = parameter.device if parameter is not None else torch.device("cpu")
     device = torch.device(device)
     attribution_kwargs = dict(attribution_kwargs or {})
-    log = RecordLog(records_path, resume=resume)
+    rank, world = rank_and_world()
+    if world > 1:
+        loader, batch_indices = shard_loader(loader, rank, world)
+    else:
+        batch_indices = None
+    log = RecordLog(rank_path(records_path, rank, world), resume=resume)
     figure_batch: dict[str, list[Tensor]] = {}
+    # Only the first rank draws figures: one figure per evaluation.
+    figures = num_figures if figures_dir is not None and rank == 0 else 0
 
-    def run(batch: Any, indices: range, figures: int) -> list[Record]:
+    def run(batch: Any, indices: list[int]) -> list[Record]:
         images, labels, masks = _split_batch(batch)
         images, labels = images.to(device), labels.to(device)
         masks = None if masks is None else masks.to(device)
@@ -239,35 +252,38 @@ def evaluate_robustness(
             figures,
         )
 
-    figures = num_figures if figures_dir is not None else 0
     first_batch = None
     was_training = model.training
     model.eval()
     try:
         total = len(loader) if hasattr(loader, "__len__") else None
+        bar = tqdm(
+            loader, total=total, desc=description, disable=not progress or rank != 0
+        )
         start = 0
-        for batch in tqdm(loader, total=total, desc=description, disable=not progress):
+        for number, batch in enumerate(bar):
             labels = _split_batch(batch)[1]
-            indices = range(start, start + int(labels.shape[0]))
-            start += len(indices)
+            if batch_indices is None:
+                indices = list(range(start, start + int(labels.shape[0])))
+                start += len(indices)
+            else:
+                indices = batch_indices[number]
             _check_resumed_labels(log, indices, labels)
             if first_batch is None:
                 first_batch = (batch, indices)
             if all(i in log.records for i in indices):
                 continue
-            new = [
-                r for r in run(batch, indices, figures) if r["index"] not in log.records
-            ]
+            new = [r for r in run(batch, indices) if r["index"] not in log.records]
             log.write(new)
             if on_batch is not None and new:
                 on_batch(new)
         if figures and not figure_batch and first_batch is not None:
             # Every batch was resumed from disk: recompute one for the figure.
-            run(*first_batch, figures)
+            run(*first_batch)
     finally:
         model.train(was_training)
 
-    records = log.sorted_records()
+    records = _merge_ranks(log.sorted_records(), records_path, world)
     summary = summarize(records, metrics, confidence=confidence)
     figure_paths = []
     if figures_dir is not None and figure_batch:
@@ -275,17 +291,30 @@ def evaluate_robustness(
     return EvaluationResult(records=records, summary=summary, figure_paths=figure_paths)
 
 
-def _check_resumed_labels(log: RecordLog, indices: range, labels: Tensor) -> None:
-    known = [i for i in indices if i in log.records]
+def _merge_ranks(
+    records: list[Record], records_path: str | Path | None, world: int
+) -> list[Record]:
+    """All ranks' records, sorted by index; the first rank writes them to one file."""
+    if world == 1:
+        return records
+    gathered = gather_objects(records, world)
+    merged = sorted((r for part in gathered for r in part), key=lambda r: r["index"])
+    if records_path is not None and rank_and_world()[0] == 0:
+        RecordLog(records_path).write(merged)
+    return merged
+
+
+def _check_resumed_labels(log: RecordLog, indices: list[int], labels: Tensor) -> None:
+    known = [(row, i) for row, i in enumerate(indices) if i in log.records]
     if not known:
         return
     host_labels = labels.tolist()
-    for i in known:
-        if log.records[i]["label"] != host_labels[i - indices.start]:
+    for row, i in known:
+        if log.records[i]["label"] != host_labels[row]:
             raise ValueError(
-                f"`loader` yields label {host_labels[i - indices.start]} for sample "
-                f"{i}, but the records to resume say {log.records[i]['label']}; "
-                "resuming needs the same data in the same order (shuffle=False)."
+                f"`loader` yields label {host_labels[row]} for sample {i}, but the "
+                f"records to resume say {log.records[i]['label']}; resuming needs "
+                "the same data in the same order (shuffle=False)."
             )
 
 
@@ -299,7 +328,7 @@ def _evaluate_batch(
     masks: Tensor | None,
     k: int,
     attribution_kwargs: dict[str, Any],
-    indices: range,
+    indices: list[int],
     figure_batch: dict[str, list[Tensor]],
     num_figures: int,
 ) -> list[Record]:

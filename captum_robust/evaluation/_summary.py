@@ -79,7 +79,10 @@ def summarize(
         values = [r[column] for r in correct if column in r]
         if not values:
             continue
-        statistic = _ValueMean(confidence=confidence, score_kwargs={})
+        # The records are already gathered from every rank: no second reduction.
+        statistic = _ValueMean(
+            confidence=confidence, score_kwargs={}, sync_on_compute=False
+        )
         statistic.update(torch.tensor(values, dtype=torch.float64))
         summary[column] = {key: _to_float(v) for key, v in statistic.compute().items()}
     return summary
