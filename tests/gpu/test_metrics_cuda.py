@@ -1,0 +1,68 @@
+"""Metrics and evaluation on a CUDA device agree with the CPU; skipped without one."""
+
+import pytest
+import torch
+
+from captum_robust.metrics import (
+    KendallTau,
+    center_of_mass_shift,
+    kendall_tau,
+    mask_iou,
+    pointing_game,
+    relevance_rank_accuracy,
+    silhouette_overlap,
+    spearman_correlation,
+    topk_intersection,
+)
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture
+def maps():
+    generator = torch.Generator().manual_seed(0)
+    a = torch.rand(8, 3, 32, 32, generator=generator)
+    b = (a + 0.3 * torch.rand(8, 3, 32, 32, generator=generator)).round(decimals=2)
+    mask = torch.rand(8, 32, 32, generator=generator) > 0.5
+    return a, b, mask
+
+
+@pytest.mark.parametrize(
+    "fn", [kendall_tau, spearman_correlation, center_of_mass_shift]
+)
+def test_pair_metrics_match_cpu(fn, maps):
+    a, b, _ = maps
+    result = fn(a.cuda(), b.cuda())
+    assert result.device.type == "cuda"
+    torch.testing.assert_close(result.cpu(), fn(a, b), rtol=1e-5, atol=1e-6)
+
+
+def test_topk_matches_cpu_with_ties(maps):
+    a, b, _ = maps
+    quantised = (a * 4).round(), (b * 4).round()
+    cpu = topk_intersection(*quantised, 100)
+    cuda = topk_intersection(quantised[0].cuda(), quantised[1].cuda(), 100)
+    torch.testing.assert_close(cuda.cpu(), cpu)
+
+
+@pytest.mark.parametrize(
+    "fn", [silhouette_overlap, pointing_game, relevance_rank_accuracy, mask_iou]
+)
+def test_mask_metrics_match_cpu(fn, maps):
+    a, _, mask = maps
+    torch.testing.assert_close(fn(a.cuda(), mask.cuda()).cpu(), fn(a, mask))
+
+
+def test_streaming_metric_on_cuda(maps):
+    a, b, _ = maps
+    metric = KendallTau().cuda()
+    metric.update(a.cuda(), b.cuda())
+    assert metric.compute()["mean"].device.type == "cuda"
+
+
+def test_kendall_on_224_maps_in_a_batch():
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    a = torch.rand(64, 1, 224, 224, device="cuda", generator=generator)
+    b = torch.rand(64, 1, 224, 224, device="cuda", generator=generator)
+    result = kendall_tau(a, b)
+    assert result.shape == (64,) and torch.isfinite(result).all()
