@@ -232,17 +232,21 @@ class AttributionAttack(Perturbation):
             return surrogate
         if self.surrogate_beta is None:
             return self.forward_func
-        if not isinstance(self.forward_func, torch.nn.Module):
+        if self._model is None:
             raise TypeError(
-                "`forward_func` is not an nn.Module, so no softplus surrogate can be "
-                "built from it; pass `surrogate=` (a smooth copy of the model) or "
-                "`surrogate_beta=None` to compute directions on the model itself."
+                "`forward_func` is neither an nn.Module nor a method of one, so no "
+                "softplus surrogate can be built from it; pass `surrogate=` (a smooth "
+                "copy of the model) or `surrogate_beta=None` to compute directions on "
+                "the model itself."
             )
-        smooth = softplus_surrogate(self.forward_func, beta=self.surrogate_beta)
         # The surrogate is the attack's own copy of the module tree (parameters
         # and buffers are shared): eval mode here never touches the user's model,
         # and keeps BatchNorm statistics frozen.
-        return smooth.eval()
+        smooth = softplus_surrogate(self._model, beta=self.surrogate_beta).eval()
+        if self.forward_func is self._model:
+            return smooth
+        # A bound method of the model (e.g. model.logits): the same method of the copy.
+        return getattr(smooth, self.forward_func.__name__)
 
     def _bind(self, model: Callable[..., Any]) -> DifferentiableAttribution:
         if model is self.forward_func:
@@ -460,8 +464,16 @@ class AttributionAttack(Perturbation):
         n_features = int(full.map0.shape[1])
         if full.shape is not None and full.shape[0] * full.shape[1] != n_features:
             full.shape = None
-        self._setup_criterion(full, n_features)
+        if (self.criterion == "center_shift" or self._needs_spatial()) and (
+            full.shape is None
+        ):
+            raise ValueError(
+                f"{type(self).__name__} with criterion {self.criterion!r} needs an "
+                "image attribution map (B, C, H, W) or (B, H, W); the attribution "
+                "has another structure."
+            )
         self._setup(full, extras)
+        self._setup_criterion(full, n_features)
 
         higher, best_value = CRITERIA[self.criterion]
         before = self._criterion(full.map0, full)
@@ -583,19 +595,11 @@ class AttributionAttack(Perturbation):
         return attr, _labels(logits)
 
     def _setup_criterion(self, b: Batch, n_features: int) -> None:
-        if self.criterion == "topk":
-            if self.criterion_k > n_features:
-                raise ValueError(
-                    f"`criterion_k` ({self.criterion_k}) must be at most the number "
-                    f"of features of the attribution map ({n_features})."
-                )
-        if self.criterion == "center_shift" or self._needs_spatial():
-            if b.shape is None:
-                raise ValueError(
-                    f"{type(self).__name__} with criterion {self.criterion!r} needs "
-                    "an image attribution map (B, C, H, W) or (B, H, W); the "
-                    "attribution has another structure."
-                )
+        if self.criterion == "topk" and self.criterion_k > n_features:
+            raise ValueError(
+                f"`criterion_k` ({self.criterion_k}) must be at most the number of "
+                f"features of the attribution map ({n_features})."
+            )
         if self.criterion == "center_shift":
             assert b.shape is not None
             b.state["center0"] = center_of_mass_map(b.map0.view(-1, *b.shape))
