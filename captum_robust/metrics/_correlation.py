@@ -11,6 +11,7 @@ from captum_robust.metrics._ranking import (
     count_inversions,
     dense_ranks_sorted,
     new_run_mask,
+    order_keys,
     tied_pairs_from_runs,
 )
 
@@ -23,10 +24,11 @@ def kendall_tau_flat(map_a: Tensor, map_b: Tensor) -> Tensor:
     pairs counted as inversions of ``map_b`` taken in ``(map_a, map_b)`` order.
     """
     n = map_a.shape[1]
-    sorted_b, order_b = map_b.sort(dim=1)
+    sorted_b, order_b = order_keys(map_b).sort(dim=1)
     ranks_b = dense_ranks_sorted(sorted_b, order_b)
     # Stable sort of map_a taken in map_b order: a lexicographic sort by (a, b).
-    sorted_a, order_in_b = map_a.gather(1, order_b).sort(dim=1, stable=True)
+    keys_a = order_keys(map_a).gather(1, order_b)
+    sorted_a, order_in_b = keys_a.sort(dim=1, stable=True)
     ranks_b_lex = ranks_b.gather(1, order_b.gather(1, order_in_b))
 
     ties_a = tied_pairs_from_runs(new_run_mask(sorted_a))

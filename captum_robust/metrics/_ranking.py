@@ -14,6 +14,20 @@ def _positions(like: Tensor) -> Tensor:
     return torch.arange(like.shape[1], device=like.device).expand_as(like)
 
 
+def order_keys(values: Tensor) -> Tensor:
+    """Integers that sort like the floats ``values`` (no NaN), for faster sorting.
+
+    CPU sorts integers about twice as fast as floats. Adding 0.0 turns -0.0
+    into +0.0 so that equal floats get equal keys; flipping the magnitude bits
+    of negative numbers makes their two's-complement order match their value.
+    """
+    if values.dtype == torch.float64:
+        bits = (values + 0.0).view(torch.int64)
+        return bits ^ ((bits >> 63) & 0x7FFFFFFFFFFFFFFF)
+    bits = (values.float() + 0.0).view(torch.int32)
+    return bits ^ ((bits >> 31) & 0x7FFFFFFF)
+
+
 def run_starts(sorted_values: Tensor) -> Tensor:
     """Index of the first element of each element's run of equal values."""
     new_run = torch.ones_like(sorted_values, dtype=torch.bool)
@@ -67,7 +81,7 @@ def average_ranks(values: Tensor) -> Tensor:
 
     Ranks come back in float64 so that they are exact for any row length.
     """
-    sorted_values, order = values.sort(dim=1)
+    sorted_values, order = order_keys(values).sort(dim=1)
     middle = (run_starts(sorted_values) + run_ends(sorted_values)).double() / 2 + 1
     return torch.empty_like(middle).scatter_(1, order, middle)
 
