@@ -402,7 +402,7 @@ class AttributionAttack(Perturbation):
         if generator is None and self.seed is not None:
             generator = torch.Generator(device=device).manual_seed(self.seed)
 
-        surrogate_module = as_module(self.surrogate) if self.surrogate else None
+        surrogate_module = None if self.surrogate is None else as_module(self.surrogate)
         with torch.enable_grad(), eval_mode(self._model):
             # A user surrogate is put in eval mode too (and restored).
             with eval_mode(
