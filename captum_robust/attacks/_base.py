@@ -475,7 +475,7 @@ class AttributionAttack(Perturbation):
         self._setup(full, extras)
         self._setup_criterion(full, n_features)
 
-        higher, best_value = CRITERIA[self.criterion]
+        higher = CRITERIA[self.criterion][0]
         before = self._criterion(full.map0, full)
         correct = full.label == classes
         host_index = correct.nonzero().flatten().tolist()
@@ -483,51 +483,17 @@ class AttributionAttack(Perturbation):
         index = torch.tensor(host_index, dtype=torch.long, device=device)
         b = full if n_attacked == batch else full.select(index, host_index)
 
-        best = tuple(t.clone() for t in b.x0)
-        best_crit = before.index_select(0, index)
-        best_restart = torch.full((n_attacked,), -1, dtype=torch.long, device=device)
-        best_step = torch.zeros(n_attacked, dtype=torch.long, device=device)
-        steps_done = 0
-        if n_attacked > 0:
-            done = False
-            for restart in range(n_restarts):
-                x = self._start(b, full, index, eps, restart, generator)
-                moments: list[Tensor] | None = None
-                for step in range(1, n_steps + 1):
-                    x, moments = self._step(
-                        x, b, full, index, eps, alpha, step, moments, generator
-                    )
-                    maps, logits = self._real_map(x, b)
-                    crit = self._criterion(maps, b)
-                    kept = logits.argmax(dim=1) == b.label
-                    better = kept & (
-                        (crit > best_crit) if higher else (crit < best_crit)
-                    )
-                    best = tuple(
-                        torch.where(better.view(-1, *([1] * (t.dim() - 1))), t, bt)
-                        for t, bt in zip(x, best)
-                    )
-                    best_crit = torch.where(better, crit, best_crit)
-                    best_restart = torch.where(
-                        better, torch.full_like(best_restart, restart), best_restart
-                    )
-                    best_step = torch.where(
-                        better, torch.full_like(best_step, step), best_step
-                    )
-                    steps_done += 1
-                    if best_value is not None and (
-                        step % CHECK_EVERY == 0 or step == n_steps
-                    ):
-                        reached = (
-                            best_crit >= best_value
-                            if higher
-                            else best_crit <= best_value
-                        )
-                        if bool(reached.all()):
-                            done = True
-                            break
-                if done:
-                    break
+        best, best_crit, best_restart, best_step, steps_done = self._search(
+            b,
+            full,
+            index,
+            before.index_select(0, index),
+            eps,
+            alpha,
+            n_steps,
+            n_restarts,
+            generator,
+        )
 
         out = tuple(
             t.clone().index_copy_(0, index, bt) if n_attacked < batch else bt
@@ -563,6 +529,58 @@ class AttributionAttack(Perturbation):
             best_step=scatter(best_step, torch.zeros_like(full.label)),
         )
         return perturbed, result
+
+    def _search(
+        self,
+        b: Batch,
+        full: Batch,
+        index: Tensor,
+        best_crit: Tensor,
+        eps: float,
+        alpha: float,
+        n_steps: int,
+        n_restarts: int,
+        generator: torch.Generator | None,
+    ) -> tuple[tuple[Tensor, ...], Tensor, Tensor, Tensor, int]:
+        """Restarts x steps on the attacked samples ``b``; each keeps its best."""
+        higher, best_value = CRITERIA[self.criterion]
+        n, device = b.size, b.x0[0].device
+        best = tuple(t.clone() for t in b.x0)
+        best_restart = torch.full((n,), -1, dtype=torch.long, device=device)
+        best_step = torch.zeros(n, dtype=torch.long, device=device)
+        steps_done = 0
+        if n == 0:
+            return best, best_crit, best_restart, best_step, steps_done
+        for restart in range(n_restarts):
+            x = self._start(b, full, index, eps, restart, generator)
+            moments: list[Tensor] | None = None
+            for step in range(1, n_steps + 1):
+                x, moments = self._step(
+                    x, b, full, index, eps, alpha, step, moments, generator
+                )
+                maps, logits = self._real_map(x, b)
+                crit = self._criterion(maps, b)
+                # The label constraint: an iterate that changes the prediction is
+                # never kept (the walk goes on from it, inside the ball).
+                kept = logits.argmax(dim=1) == b.label
+                better = kept & ((crit > best_crit) if higher else (crit < best_crit))
+                best = tuple(
+                    torch.where(better.view(-1, *([1] * (t.dim() - 1))), t, bt)
+                    for t, bt in zip(x, best)
+                )
+                best_crit = torch.where(better, crit, best_crit)
+                best_restart = best_restart.masked_fill(better, restart)
+                best_step = best_step.masked_fill(better, step)
+                steps_done += 1
+                if best_value is not None and (
+                    step % CHECK_EVERY == 0 or step == n_steps
+                ):
+                    reached = (
+                        best_crit >= best_value if higher else best_crit <= best_value
+                    )
+                    if bool(reached.all()):
+                        return best, best_crit, best_restart, best_step, steps_done
+        return best, best_crit, best_restart, best_step, steps_done
 
     def _attribute_original(self, b: Batch) -> tuple[Any, Tensor]:
         """Attribution and logits of the real model at the original inputs."""
