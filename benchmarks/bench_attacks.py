@@ -1,7 +1,11 @@
 """Speed of the attribution attacks: batched loop vs per-image calls, and per-step
 overhead against a minimal hand-written PyTorch loop doing the same math.
 
-Prints ratios measured in this run; run with `make bench`.
+Prints ratios measured in this run (best of several rounds, the two contenders
+timed in alternation); run with `make bench`. The hand-written loop and the
+library's must return identical tensors, which is printed too. On a shared
+machine single runs vary by a factor of two or more: compare the ratios, and
+rerun when the machine is busy.
 """
 
 from __future__ import annotations
@@ -178,7 +182,7 @@ def main() -> None:
     parser.add_argument("--ig-batch", type=int, default=16, help="batch, IG ratio")
     parser.add_argument("--ig-steps", type=int, default=2, help="attack steps, IG")
     parser.add_argument("--ig-points", type=int, default=16, help="IG Riemann points")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rounds-single", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(2)
