@@ -102,7 +102,11 @@ The user's model (mode, ``requires_grad``, ``.grad``, buffers), attribution
 object and inputs are left as they were. Every sample is attacked independently
 of the others: a deterministic attack gives the same result for a sample alone
 or in a batch. Random starts and random steps are drawn for the whole batch, so
-with those a sample's draws depend on its position in the batch."""
+with those a sample's draws depend on its position in the batch.
+
+The softplus surrogate is built once, in the constructor, and shares the
+model's parameters and buffers: later weight updates reach it, but build the
+attack after moving the model to its device (``.to()`` replaces buffers)."""
 
 _PERTURB_DOC = """\
 Attack the attributions of ``inputs``.
