@@ -34,7 +34,10 @@ def kendall_tau_flat(map_a: Tensor, map_b: Tensor) -> Tensor:
     ties_a = tied_pairs_from_runs(new_run_mask(sorted_a))
     ties_b = tied_pairs_from_runs(new_run_mask(sorted_b))
     ties_joint = tied_pairs_from_runs(new_run_mask(sorted_a, ranks_b_lex))
-    discordant = count_inversions(ranks_b_lex, n)
+    # Fewer distinct values need fewer bit levels; reading the count is free on
+    # the CPU but would stall a GPU, where the row length bounds it instead.
+    num_values = int(ranks_b.amax()) + 1 if map_b.device.type == "cpu" else n
+    discordant = count_inversions(ranks_b_lex, num_values)
 
     total = n * (n - 1) // 2
     concordant_minus_discordant = total - ties_a - ties_b + ties_joint - 2 * discordant

@@ -126,13 +126,21 @@ def count_inversions(ranks: Tensor, num_values: int) -> Tensor:
         key = current >> bit
         is_one = key & 1
         offset = offsets.to(small).gather(1, key.long())
-        ones_before = is_one.cumsum(dim=1, dtype=small) - is_one
-        target = torch.where(
-            is_one.bool(), ones_before + offset, positions - ones_before + offset
+        ones_inclusive = is_one.cumsum(dim=1, dtype=small)
+        ones_before = ones_inclusive - is_one
+        # Inversions at this bit: over the zeros, the ones before them in their
+        # group. Over the ones, ones_before runs through 0 .. T-1, so the sum over
+        # zeros is sum(ones_before) - T(T-1)/2 - sum_g zeros_g * ones_before_g.
+        ones_total = ones_inclusive[:, -1].long()
+        zeros_per_group = (group_mid - edges[:, :-1:2]).to(torch.long)
+        total += (
+            ones_before.sum(dim=1, dtype=torch.long)
+            - ones_total * (ones_total - 1) // 2
+            - (zeros_per_group * ones_before_group).sum(dim=1)
         )
-        # A zero moves left past exactly the ones before it in its group: each
-        # such pair is an inversion whose highest differing bit is this one.
-        total += (positions - target).clamp_(min=0).sum(dim=1, dtype=torch.long)
         if bit:
+            target = torch.where(
+                is_one.bool(), ones_before + offset, positions - ones_before + offset
+            )
             current = torch.empty_like(current).scatter_(1, target.long(), current)
     return total
