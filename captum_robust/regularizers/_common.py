@@ -31,7 +31,28 @@ def check_model(model: object) -> nn.Module:
         raise TypeError(
             f"`model` must be a torch.nn.Module, got {type(model).__name__}."
         )
+    _check_no_synchronised_batch_norm(model)
     return model
+
+
+def _check_no_synchronised_batch_norm(model: nn.Module) -> None:
+    # Every regularizer trains through an input gradient (a double backward).
+    # SyncBatchNorm's backward is a hand-written kernel with collective calls,
+    # not twice differentiable; fail before the user's backward pass does.
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    for name, module in model.named_modules():
+        if not (isinstance(module, nn.SyncBatchNorm) and module.training):
+            continue
+        group = module.process_group or torch.distributed.group.WORLD
+        if torch.distributed.get_world_size(group) > 1:
+            raise ValueError(
+                f"`model` has a SyncBatchNorm layer in training mode ({name}); the "
+                "regularizers back-propagate through input gradients, which "
+                "SyncBatchNorm does not support. Keep per-rank nn.BatchNorm2d "
+                "layers (each rank normalises its own batch), put the layer in "
+                "eval mode, or use GroupNorm / LayerNorm."
+            )
 
 
 def check_inputs(inputs: object, name: str = "inputs") -> Tensor:
