@@ -9,7 +9,6 @@ from captum_robust.metrics._pairwise import flat_pair
 from captum_robust.metrics._ranking import (
     average_ranks,
     count_inversions,
-    dense_ranks_sorted,
     new_run_mask,
     order_keys,
     tied_pairs_from_runs,
@@ -25,18 +24,20 @@ def kendall_tau_flat(map_a: Tensor, map_b: Tensor) -> Tensor:
     """
     n = map_a.shape[1]
     sorted_b, order_b = order_keys(map_b).sort(dim=1)
-    ranks_b = dense_ranks_sorted(sorted_b, order_b)
+    new_run_b = new_run_mask(sorted_b)
+    # Dense ranks of map_b (0 for its smallest value), in map_b's sorted order.
+    dense_b = new_run_b.cumsum(dim=1) - 1
     # Stable sort of map_a taken in map_b order: a lexicographic sort by (a, b).
     keys_a = order_keys(map_a).gather(1, order_b)
     sorted_a, order_in_b = keys_a.sort(dim=1, stable=True)
-    ranks_b_lex = ranks_b.gather(1, order_b.gather(1, order_in_b))
+    ranks_b_lex = dense_b.gather(1, order_in_b)
 
     ties_a = tied_pairs_from_runs(new_run_mask(sorted_a))
-    ties_b = tied_pairs_from_runs(new_run_mask(sorted_b))
+    ties_b = tied_pairs_from_runs(new_run_b)
     ties_joint = tied_pairs_from_runs(new_run_mask(sorted_a, ranks_b_lex))
     # Fewer distinct values need fewer bit levels; reading the count is free on
     # the CPU but would stall a GPU, where the row length bounds it instead.
-    num_values = int(ranks_b.amax()) + 1 if map_b.device.type == "cpu" else n
+    num_values = int(dense_b[:, -1].max()) + 1 if map_b.device.type == "cpu" else n
     discordant = count_inversions(ranks_b_lex, num_values)
 
     total = n * (n - 1) // 2

@@ -47,14 +47,32 @@ def run_ends(sorted_values: Tensor) -> Tensor:
 def tied_pairs_from_runs(new_run: Tensor) -> Tensor:
     """Pairs of equal elements per row, given where runs start in sorted order.
 
-    Each element adds the number of equal elements before it in its run, so a
-    run of length t adds t(t - 1) / 2.
+    A run of length t adds t(t - 1) / 2. On the CPU, rows without ties are
+    read off ``new_run`` and skipped.
     """
-    positions = torch.arange(
-        new_run.shape[1], device=new_run.device, dtype=torch.int32
-    ).expand_as(new_run)
-    starts = torch.where(new_run, positions, 0).cummax(dim=1).values
-    return (positions - starts).sum(dim=1, dtype=torch.long)
+    batch, n = new_run.shape
+    if n < 2:
+        return torch.zeros(batch, dtype=torch.long, device=new_run.device)
+    if new_run.device.type != "cpu":
+        return _tied_pairs(new_run)
+    # Reading the flags is free on the CPU; on a GPU it would stall.
+    tied_rows = (~new_run[:, 1:]).any(dim=1).nonzero().flatten()
+    if len(tied_rows) == batch:
+        return _tied_pairs(new_run)
+    pairs = torch.zeros(batch, dtype=torch.long)
+    if len(tied_rows):
+        pairs[tied_rows] = _tied_pairs(new_run[tied_rows])
+    return pairs
+
+
+def _tied_pairs(new_run: Tensor) -> Tensor:
+    # Run lengths, counted by run number (a cumulative sum of the run starts).
+    run_index = new_run.cumsum(dim=1) - 1
+    lengths = torch.zeros(new_run.shape, dtype=torch.int32, device=new_run.device)
+    lengths.scatter_add_(1, run_index, torch.ones_like(lengths))
+    # Runs partition the row: sum t(t - 1) / 2 = (sum t^2 - n) / 2.
+    lengths = lengths.long()
+    return ((lengths * lengths).sum(dim=1) - new_run.shape[1]) // 2
 
 
 def new_run_mask(*sorted_keys: Tensor) -> Tensor:
@@ -68,14 +86,6 @@ def new_run_mask(*sorted_keys: Tensor) -> Tensor:
     return new_run
 
 
-def dense_ranks_sorted(sorted_values: Tensor, order: Tensor) -> Tensor:
-    """Dense integer ranks (0 for the smallest value, ties share a rank)."""
-    new_value = torch.zeros_like(sorted_values, dtype=torch.long)
-    new_value[:, 1:] = sorted_values[:, 1:] != sorted_values[:, :-1]
-    ranks_sorted = new_value.cumsum(dim=1)
-    return torch.empty_like(ranks_sorted).scatter_(1, order, ranks_sorted)
-
-
 def average_ranks(values: Tensor) -> Tensor:
     """1-based ranks where ties share the mean of their positions (scipy's rankdata).
 
@@ -84,6 +94,25 @@ def average_ranks(values: Tensor) -> Tensor:
     sorted_values, order = order_keys(values).sort(dim=1)
     middle = (run_starts(sorted_values) + run_ends(sorted_values)).double() / 2 + 1
     return torch.empty_like(middle).scatter_(1, order, middle)
+
+
+def _row_sums(values: Tensor) -> Tensor:
+    """Row sums of a non-negative int32 (B, N) tensor with values <= N, as int64.
+
+    Summing int32 into int64 copies the whole tensor to int64 first; partial
+    sums over chunks small enough not to overflow int32 avoid the copy.
+    """
+    n = values.shape[1]
+    chunk = min(4096, (2**31 - 1) // max(n, 1))
+    whole = n - n % chunk
+    if chunk < 2 or whole == 0:
+        return values.sum(dim=1)
+    partial = (
+        values[:, :whole]
+        .unflatten(1, (whole // chunk, chunk))
+        .sum(2, dtype=values.dtype)
+    )
+    return partial.sum(dim=1) + values[:, whole:].sum(dim=1)
 
 
 def count_inversions(ranks: Tensor, num_values: int) -> Tensor:
@@ -104,15 +133,94 @@ def count_inversions(ranks: Tensor, num_values: int) -> Tensor:
         return total
     num_bits = int(num_values - 1).bit_length()
     padded = 1 << num_bits
+    # int32 halves the memory traffic; n < 2**31 always holds for one row here.
+    # The CPU kernels also take int32 indices, which saves two conversions per
+    # level. Every level writes into the same preallocated buffers: fresh
+    # multi-megabyte tensors cost page faults on the CPU that outweigh the work.
+    small = torch.int32
+    index_dtype = small if device.type == "cpu" else torch.long
+    counts = torch.zeros(batch, padded, dtype=small, device=device)
+    counts.scatter_add_(1, ranks, torch.ones_like(ranks, dtype=small))
+    # below[:, v] is the number of elements whose value is < v.
+    below = torch.zeros(batch, padded + 1, dtype=small, device=device)
+    torch.cumsum(counts, dim=1, dtype=small, out=below[:, 1:])
+    del counts
+    positions = torch.arange(n, device=device, dtype=small).expand(batch, n)
+    current = ranks.to(small)
+    following = torch.empty_like(current)
+    key = torch.empty_like(current)
+    is_one = torch.empty_like(current)
+    ones_before = torch.empty_like(current)
+    offset = torch.empty_like(current)
+    key_index = (
+        key if index_dtype == small else torch.empty_like(key, dtype=index_dtype)
+    )
+    target = torch.empty_like(current, dtype=index_dtype)
+    for bit in range(num_bits - 1, -1, -1):
+        edges = below[:, :: 1 << bit]
+        group_mid, group_end = edges[:, 1::2], edges[:, 2::2]
+        ones_per_group = group_end - group_mid
+        ones_before_group = ones_per_group.cumsum(dim=1, dtype=small)
+        ones_before_group -= ones_per_group
+        # For key = value >> bit = 2 * group + bit_value, one gathered offset
+        # gives the new position of both halves of every group.
+        offsets = torch.stack(
+            (ones_before_group, group_mid - ones_before_group), dim=2
+        ).flatten(1)
+        torch.bitwise_right_shift(current, bit, out=key)
+        torch.bitwise_and(key, 1, out=is_one)
+        if key_index is not key:
+            key_index.copy_(key)
+        torch.gather(offsets, 1, key_index, out=offset)
+        torch.cumsum(is_one, dim=1, dtype=small, out=ones_before)
+        ones_total = ones_before[:, -1].long()
+        ones_before -= is_one
+        # Inversions at this bit: over the zeros, the ones before them in their
+        # group. Over the ones, ones_before runs through 0 .. T-1, so the sum over
+        # zeros is sum(ones_before) - T(T-1)/2 - sum_g zeros_g * ones_before_g.
+        zeros_per_group = (group_mid - edges[:, :-1:2]).long()
+        total += (
+            _row_sums(ones_before)
+            - ones_total * (ones_total - 1) // 2
+            - (zeros_per_group * ones_before_group).sum(dim=1)
+        )
+        if bit:
+            # New position: zeros first, then the ones, both in their old order:
+            # offset + (positions - ones_before) for a zero, offset + ones_before
+            # for a one. Arithmetic select; torch.where is slower on the CPU.
+            torch.sub(positions, ones_before, out=key)
+            torch.sub(key, ones_before, out=target)
+            target *= is_one
+            torch.sub(key, target, out=target)
+            target += offset
+            following.scatter_(1, target, current)
+            current, following = following, current
+    return total
+    num_bits = int(num_values - 1).bit_length()
+    padded = 1 << num_bits
     counts = torch.zeros(batch, padded, dtype=torch.long, device=device)
     counts.scatter_add_(1, ranks, torch.ones_like(ranks))
     # below[:, v] is the number of elements whose value is < v.
     below = torch.zeros(batch, padded + 1, dtype=torch.long, device=device)
     torch.cumsum(counts, dim=1, out=below[:, 1:])
     # int32 halves the memory traffic; n < 2**31 always holds for one row here.
+    # The CPU kernels also take int32 indices, which saves two conversions per
+    # level. Every level writes into the same preallocated buffers: fresh
+    # multi-megabyte tensors cost page faults on the CPU that outweigh the work.
     small = torch.int32
-    positions = torch.arange(n, device=device, dtype=small)
+    index_dtype = small if device.type == "cpu" else torch.long
+    positions = torch.arange(n, device=device, dtype=small).expand(batch, n)
     current = ranks.to(small)
+    following = torch.empty_like(current)
+    key = torch.empty_like(current)
+    is_one = torch.empty_like(current)
+    ones_before = torch.empty_like(current)
+    offset = torch.empty_like(current)
+    is_one_mask = torch.empty_like(current, dtype=torch.bool)
+    key_index = (
+        key if index_dtype == small else torch.empty_like(key, dtype=index_dtype)
+    )
+    target = torch.empty_like(current, dtype=index_dtype)
     for bit in range(num_bits - 1, -1, -1):
         edges = below[:, :: 1 << bit]
         group_mid, group_end = edges[:, 1::2], edges[:, 2::2]
@@ -123,15 +231,17 @@ def count_inversions(ranks: Tensor, num_values: int) -> Tensor:
         offsets = torch.stack(
             (ones_before_group, group_mid - ones_before_group), dim=2
         ).flatten(1)
-        key = current >> bit
-        is_one = key & 1
-        offset = offsets.to(small).gather(1, key.long())
-        ones_inclusive = is_one.cumsum(dim=1, dtype=small)
-        ones_before = ones_inclusive - is_one
+        torch.bitwise_right_shift(current, bit, out=key)
+        torch.bitwise_and(key, 1, out=is_one)
+        if key_index is not key:
+            key_index.copy_(key)
+        torch.gather(offsets.to(small), 1, key_index, out=offset)
+        torch.cumsum(is_one, dim=1, dtype=small, out=ones_before)
+        ones_total = ones_before[:, -1].long()
+        ones_before.sub_(is_one)
         # Inversions at this bit: over the zeros, the ones before them in their
         # group. Over the ones, ones_before runs through 0 .. T-1, so the sum over
         # zeros is sum(ones_before) - T(T-1)/2 - sum_g zeros_g * ones_before_g.
-        ones_total = ones_inclusive[:, -1].long()
         zeros_per_group = (group_mid - edges[:, :-1:2]).to(torch.long)
         total += (
             ones_before.sum(dim=1, dtype=torch.long)
@@ -139,8 +249,11 @@ def count_inversions(ranks: Tensor, num_values: int) -> Tensor:
             - (zeros_per_group * ones_before_group).sum(dim=1)
         )
         if bit:
-            target = torch.where(
-                is_one.bool(), ones_before + offset, positions - ones_before + offset
-            )
-            current = torch.empty_like(current).scatter_(1, target.long(), current)
+            # New position: ones keep their order after the group's zeros.
+            torch.ne(is_one, 0, out=is_one_mask)
+            torch.sub(positions, ones_before, out=key)
+            torch.where(is_one_mask, ones_before, key, out=target)
+            target.add_(offset)
+            following.scatter_(1, target, current)
+            current, following = following, current
     return total

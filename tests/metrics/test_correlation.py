@@ -150,3 +150,26 @@ def test_inversion_count_against_brute_force():
     ranks = torch.randint(0, 9, (6, 40), generator=generator)
     brute = (ranks.unsqueeze(2) > ranks.unsqueeze(1)).triu(diagonal=1).sum(dim=(1, 2))
     assert torch.equal(count_inversions(ranks, 9), brute)
+
+
+def test_kendall_batch_mixing_tie_free_tied_and_constant_rows():
+    # Rows without ties skip the tie counts on the CPU; the rest of the batch
+    # must still get them.
+    generator = torch.Generator().manual_seed(5)
+    n = 5000
+    continuous = torch.randperm(n, generator=generator).double()
+    few_levels = torch.randint(0, 3, (n,), generator=generator).double()
+    a = torch.stack([continuous, few_levels, torch.zeros(n), continuous, few_levels])
+    b = torch.stack(
+        [
+            torch.randperm(n, generator=generator).double(),
+            torch.randint(0, 4, (n,), generator=generator).double(),
+            torch.rand(n, generator=generator, dtype=torch.float64),
+            few_levels,
+            continuous,
+        ]
+    )
+    ours = kendall_tau(a, b, abs=False).numpy()
+    reference = scipy_rows(scipy.stats.kendalltau, a.numpy(), b.numpy())
+    np.testing.assert_allclose(ours, reference, rtol=1e-12, atol=1e-12)
+    assert np.isnan(ours[2])
