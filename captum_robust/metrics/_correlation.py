@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from captum_robust.metrics._maps import ChannelReduction, TensorOrTuple
-from captum_robust.metrics._pairwise import flat_pair
+from captum_robust.metrics._pairwise import flat_pair_for_ranking
 from captum_robust.metrics._ranking import (
     average_ranks,
     count_inversions,
@@ -15,20 +15,21 @@ from captum_robust.metrics._ranking import (
 )
 
 
-def kendall_tau_flat(map_a: Tensor, map_b: Tensor) -> Tensor:
+def kendall_tau_flat(map_a: Tensor, map_b: Tensor, magnitude: bool = False) -> Tensor:
     """Kendall tau-b of two (B, N) maps, row by row, without argument checks.
 
     The same quantities as scipy.stats.kendalltau: concordant minus discordant
     pairs over the geometric mean of the untied pair counts, with discordant
     pairs counted as inversions of ``map_b`` taken in ``(map_a, map_b)`` order.
+    ``magnitude=True`` compares ``map_a.abs()`` with ``map_b.abs()``.
     """
     n = map_a.shape[1]
-    sorted_b, order_b = order_keys(map_b).sort(dim=1)
+    sorted_b, order_b = order_keys(map_b, magnitude).sort(dim=1)
     new_run_b = new_run_mask(sorted_b)
     # Dense ranks of map_b (0 for its smallest value), in map_b's sorted order.
     dense_b = new_run_b.cumsum(dim=1) - 1
     # Stable sort of map_a taken in map_b order: a lexicographic sort by (a, b).
-    keys_a = order_keys(map_a).gather(1, order_b)
+    keys_a = order_keys(map_a, magnitude).gather(1, order_b)
     sorted_a, order_in_b = keys_a.sort(dim=1, stable=True)
     ranks_b_lex = dense_b.gather(1, order_in_b)
 
@@ -48,10 +49,13 @@ def kendall_tau_flat(map_a: Tensor, map_b: Tensor) -> Tensor:
     return tau.to(map_a.dtype)
 
 
-def spearman_flat(map_a: Tensor, map_b: Tensor) -> Tensor:
-    """Spearman's rho of two (B, N) maps, row by row, without argument checks."""
-    ranks_a = average_ranks(map_a)
-    ranks_b = average_ranks(map_b)
+def spearman_flat(map_a: Tensor, map_b: Tensor, magnitude: bool = False) -> Tensor:
+    """Spearman's rho of two (B, N) maps, row by row, without argument checks.
+
+    ``magnitude=True`` compares ``map_a.abs()`` with ``map_b.abs()``.
+    """
+    ranks_a = average_ranks(map_a, magnitude)
+    ranks_b = average_ranks(map_b, magnitude)
     ranks_a = ranks_a - ranks_a.mean(dim=1, keepdim=True)
     ranks_b = ranks_b - ranks_b.mean(dim=1, keepdim=True)
     covariance = (ranks_a * ranks_b).sum(dim=1)
@@ -98,8 +102,10 @@ def kendall_tau(
     >>> kendall_tau(a, a.flip(-1))
     tensor([0.3333])
     """
-    map_a, map_b = flat_pair(attr_a, attr_b, abs, channel_reduction)
-    return kendall_tau_flat(map_a, map_b)
+    map_a, map_b, magnitude = flat_pair_for_ranking(
+        attr_a, attr_b, abs, channel_reduction
+    )
+    return kendall_tau_flat(map_a, map_b, magnitude)
 
 
 def spearman_correlation(
@@ -135,5 +141,7 @@ def spearman_correlation(
     >>> spearman_correlation(a, torch.tensor([[1.0, 3.0, 2.0, 4.0]]))
     tensor([0.8000])
     """
-    map_a, map_b = flat_pair(attr_a, attr_b, abs, channel_reduction)
-    return spearman_flat(map_a, map_b)
+    map_a, map_b, magnitude = flat_pair_for_ranking(
+        attr_a, attr_b, abs, channel_reduction
+    )
+    return spearman_flat(map_a, map_b, magnitude)

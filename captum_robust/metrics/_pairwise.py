@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from captum_robust._utils.validation import as_tensor_tuple, check_same_device
+from captum_robust._utils.validation import (
+    as_tensor_tuple,
+    check_choice,
+    check_same_device,
+)
 from captum_robust.metrics._maps import (
+    CHANNEL_REDUCTIONS,
     ChannelReduction,
     TensorOrTuple,
     flatten_attribution,
@@ -46,6 +51,30 @@ def flat_pair(
         attr_b, abs=abs, channel_reduction=channel_reduction, name="attr_b"
     )
     return flat_a, flat_b
+
+
+def flat_pair_for_ranking(
+    attr_a: TensorOrTuple,
+    attr_b: TensorOrTuple,
+    abs: bool,
+    channel_reduction: ChannelReduction,
+) -> tuple[Tensor, Tensor, bool]:
+    """Like ``flat_pair``, for metrics that rank through ``order_keys``.
+
+    When no channel has to be reduced after the absolute value, the maps come
+    back without it (views of the inputs, no copy) and the flag says that the
+    ranking keys must take the magnitude: one pass over each map instead of two.
+    """
+    check_choice(channel_reduction, CHANNEL_REDUCTIONS, "channel_reduction")
+    tensors = as_tensor_tuple(attr_a, "attr_a")
+    no_reduction = channel_reduction == "none" or all(
+        t.dim() < 4 or t.shape[1] == 1 for t in tensors
+    )
+    if abs and no_reduction:
+        flat_a, flat_b = flat_pair(attr_a, attr_b, False, "none")
+        return flat_a, flat_b, True
+    flat_a, flat_b = flat_pair(attr_a, attr_b, abs, channel_reduction)
+    return flat_a, flat_b, False
 
 
 def spatial_pair(

@@ -7,7 +7,8 @@ from torch import Tensor
 
 from captum_robust._utils.validation import check_positive_int
 from captum_robust.metrics._maps import ChannelReduction, TensorOrTuple
-from captum_robust.metrics._pairwise import flat_pair
+from captum_robust.metrics._pairwise import flat_pair_for_ranking
+from captum_robust.metrics._ranking import order_keys
 
 
 def topk_mask(maps: Tensor, k: int | Tensor) -> Tensor:
@@ -32,30 +33,50 @@ def topk_mask(maps: Tensor, k: int | Tensor) -> Tensor:
     return greater | (equal & (equal.cumsum(dim=1, dtype=torch.int32) <= missing))
 
 
-def _topk_indices_if_unique(maps: Tensor, k: int) -> Tensor | None:
-    """Indices of the k largest entries, or None when a tie straddles the cut.
+def _top_indices(keys: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Indices of the k largest keys of each row, and where that set is ambiguous.
 
-    Without a tie at the k-th value, torch.topk's choice is the only one, so the
-    O(N) tie-breaking passes of ``topk_mask`` can be skipped. Deciding that needs
-    a host check, which costs nothing for CPU tensors and is skipped on GPUs.
+    One ``topk`` of k + 1 entries finds both the set and whether a tie straddles
+    the cut: that is the case exactly when the two smallest of the k + 1 are
+    equal. Otherwise the smallest of them is the (k+1)-th and is dropped, and the
+    set is the only top-k set, whatever the tie-breaking rule.
     """
-    values, indices = maps.topk(k, dim=1, sorted=False)
-    kth = values.amin(dim=1, keepdim=True)
-    if bool(((maps >= kth).sum(dim=1) == k).all()):
-        return indices
-    return None
+    values, indices = keys.topk(k + 1, dim=1, sorted=False)
+    lowest, where = values.topk(2, dim=1, largest=False)
+    ambiguous = lowest[:, 0] == lowest[:, 1]
+    keep = torch.ones_like(indices, dtype=torch.bool).scatter_(1, where[:, :1], False)
+    return indices[keep].view(-1, k), ambiguous
 
 
-def topk_intersection_flat(map_a: Tensor, map_b: Tensor, k: int) -> Tensor:
-    """Share of the k top entries that two (B, N) maps have in common."""
-    if map_a.device.type == "cpu":
-        top_a = _topk_indices_if_unique(map_a, k)
-        top_b = _topk_indices_if_unique(map_b, k) if top_a is not None else None
-        if top_a is not None and top_b is not None:
-            in_a = torch.zeros_like(map_a, dtype=torch.bool).scatter_(1, top_a, True)
-            return in_a.gather(1, top_b).sum(dim=1).to(map_a.dtype) / k
-    common = (topk_mask(map_a, k) & topk_mask(map_b, k)).sum(dim=1)
-    return common.to(map_a.dtype) / k
+def topk_intersection_flat(
+    map_a: Tensor, map_b: Tensor, k: int, magnitude: bool = False
+) -> Tensor:
+    """Share of the k top entries that two (B, N) maps have in common.
+
+    ``magnitude=True`` ranks ``map.abs()``.
+    """
+    n = map_a.shape[1]
+    if map_a.device.type != "cpu" or k == n:
+        if magnitude:
+            map_a, map_b = map_a.abs(), map_b.abs()
+        common = (topk_mask(map_a, k) & topk_mask(map_b, k)).sum(dim=1)
+        return common.to(map_a.dtype) / k
+    # CPU: integer keys select faster than floats, and the intersection of two
+    # sets of k indices is found among 2k sorted indices, not over all N.
+    top_a, ambiguous_a = _top_indices(order_keys(map_a, magnitude), k)
+    top_b, ambiguous_b = _top_indices(order_keys(map_b, magnitude), k)
+    both = torch.cat((top_a, top_b), dim=1).sort(dim=1).values
+    common = (both[:, 1:] == both[:, :-1]).sum(dim=1)
+    # Reading the flags is free on the CPU. Rows with a tie at the cut take the
+    # deterministic rule of topk_mask.
+    tied = (ambiguous_a | ambiguous_b).nonzero().flatten()
+    if len(tied):
+        rows_a, rows_b = map_a[tied], map_b[tied]
+        if magnitude:
+            rows_a, rows_b = rows_a.abs(), rows_b.abs()
+        common[tied] = (topk_mask(rows_a, k) & topk_mask(rows_b, k)).sum(dim=1)
+    dtype = map_a.dtype if map_a.dtype == torch.float64 else torch.float32
+    return common.to(dtype) / k
 
 
 def topk_intersection(
@@ -99,11 +120,13 @@ def topk_intersection(
     >>> topk_intersection(a, b, k=2)
     tensor([0.5000])
     """
-    map_a, map_b = flat_pair(attr_a, attr_b, abs, channel_reduction)
+    map_a, map_b, magnitude = flat_pair_for_ranking(
+        attr_a, attr_b, abs, channel_reduction
+    )
     check_positive_int(k, "k")
     n = map_a.shape[1]
     if k > n:
         raise ValueError(
             f"`k` must be at most the number of features per sample ({n}), got {k}."
         )
-    return topk_intersection_flat(map_a, map_b, k)
+    return topk_intersection_flat(map_a, map_b, k, magnitude)

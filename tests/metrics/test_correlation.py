@@ -173,3 +173,19 @@ def test_kendall_batch_mixing_tie_free_tied_and_constant_rows():
     reference = scipy_rows(scipy.stats.kendalltau, a.numpy(), b.numpy())
     np.testing.assert_allclose(ours, reference, rtol=1e-12, atol=1e-12)
     assert np.isnan(ours[2])
+
+
+@settings(max_examples=100, deadline=None)
+@given(paired_maps(), st.sampled_from([np.float32, np.float64]))
+def test_rank_correlations_of_magnitudes_match_scipy(maps, dtype):
+    # Centred values: v and -v become ties, and -0.0 equals +0.0.
+    a, b = (m - np.round(m.mean()) for m in maps)
+    a, b = a.astype(dtype), b.astype(dtype)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    tol = 1e-12 if dtype == np.float64 else 1e-6
+    for ours, fn in (
+        (kendall_tau(ta, tb), scipy.stats.kendalltau),
+        (spearman_correlation(ta, tb), scipy.stats.spearmanr),
+    ):
+        reference = scipy_rows(fn, np.abs(a).astype(np.float64), np.abs(b))
+        np.testing.assert_allclose(ours.double().numpy(), reference, rtol=tol, atol=tol)

@@ -23,22 +23,47 @@ def maps_and_k(draw):
     batch = draw(st.integers(1, 4))
     n = draw(st.integers(1, 50))
     levels = draw(st.sampled_from([2, 4, 10_000]))
-    a = draw(arrays(np.int64, (batch, n), elements=st.integers(0, levels - 1)))
-    b = draw(arrays(np.int64, (batch, n), elements=st.integers(0, levels - 1)))
+    # Signed values: with abs=True, v and -v are ties.
+    elements = st.integers(-(levels - 1), levels - 1)
+    a = draw(arrays(np.int64, (batch, n), elements=elements))
+    b = draw(arrays(np.int64, (batch, n), elements=elements))
     k = draw(st.integers(1, n))
-    return a.astype(np.float32), b.astype(np.float32), k
+    use_abs = draw(st.booleans())
+    return a.astype(np.float32), b.astype(np.float32), k, use_abs
 
 
 @settings(max_examples=200, deadline=None)
 @given(maps_and_k())
 def test_topk_intersection_matches_brute_force_set_intersection(data):
-    a, b, k = data
+    a, b, k, use_abs = data
+    ranked_a, ranked_b = (np.abs(a), np.abs(b)) if use_abs else (a, b)
     expected = [
         len(brute_force_topk(ra, k) & brute_force_topk(rb, k)) / k
-        for ra, rb in zip(a, b)
+        for ra, rb in zip(ranked_a, ranked_b)
     ]
-    result = topk_intersection(torch.from_numpy(a), torch.from_numpy(b), k)
+    result = topk_intersection(torch.from_numpy(a), torch.from_numpy(b), k, abs=use_abs)
     np.testing.assert_allclose(result.numpy(), expected, rtol=1e-6)
+
+
+def test_topk_large_batch_with_and_without_ties_at_the_cut():
+    # Rows whose k-th value is unique take the fast path on the CPU, the others
+    # the deterministic tie rule; signed zeros are ties under abs.
+    generator = torch.Generator().manual_seed(3)
+    n, k = 3000, 100
+    a = torch.randn(6, n, generator=generator, dtype=torch.float64)
+    b = torch.randn(6, n, generator=generator, dtype=torch.float64)
+    a[1] = torch.randint(-3, 4, (n,), generator=generator)  # ties at the cut
+    b[2, :] = 0.0
+    b[2, ::2] = -0.0  # every value tied: the lowest indices win
+    a[3] = torch.randint(-50, 51, (n,), generator=generator)
+    for use_abs in (True, False):
+        result = topk_intersection(a, b, k, abs=use_abs)
+        ranked_a, ranked_b = (a.abs(), b.abs()) if use_abs else (a, b)
+        expected = [
+            len(brute_force_topk(ra.tolist(), k) & brute_force_topk(rb.tolist(), k)) / k
+            for ra, rb in zip(ranked_a, ranked_b)
+        ]
+        np.testing.assert_allclose(result.numpy(), expected, rtol=1e-12)
 
 
 def test_topk_hand_case_and_ties_are_deterministic():
