@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from captum_robust.metrics._maps import ChannelReduction, TensorOrTuple
@@ -14,6 +15,8 @@ from captum_robust.metrics._ranking import (
     tied_pairs_from_runs,
 )
 
+CPU_CHUNK = 1 << 19  # elements per chunk of rows; measured best on 2 cores
+
 
 def kendall_tau_flat(map_a: Tensor, map_b: Tensor, magnitude: bool = False) -> Tensor:
     """Kendall tau-b of two (B, N) maps, row by row, without argument checks.
@@ -23,6 +26,19 @@ def kendall_tau_flat(map_a: Tensor, map_b: Tensor, magnitude: bool = False) -> T
     pairs counted as inversions of ``map_b`` taken in ``(map_a, map_b)`` order.
     ``magnitude=True`` compares ``map_a.abs()`` with ``map_b.abs()``.
     """
+    # On a CPU, a few rows at a time keep the dozen working arrays in cache.
+    rows = max(1, CPU_CHUNK // max(map_a.shape[1], 1))
+    if map_a.device.type == "cpu" and len(map_a) > rows:
+        return torch.cat(
+            [
+                _kendall_tau_rows(a, b, magnitude)
+                for a, b in zip(map_a.split(rows), map_b.split(rows))
+            ]
+        )
+    return _kendall_tau_rows(map_a, map_b, magnitude)
+
+
+def _kendall_tau_rows(map_a: Tensor, map_b: Tensor, magnitude: bool) -> Tensor:
     n = map_a.shape[1]
     sorted_b, order_b = order_keys(map_b, magnitude).sort(dim=1)
     new_run_b = new_run_mask(sorted_b)
