@@ -221,3 +221,29 @@ def as_module(forward_func: object) -> nn.Module | None:
     if isinstance(owner, nn.Module):
         return owner
     return None
+
+
+def rows_of(value: Any, start: int, stop: int, batch: int) -> Any:
+    """Samples ``start:stop`` of a per-sample argument; others are left as they are.
+
+    Captum's convention: a tensor (or list) whose first dimension is the batch
+    size is per sample; tuples are searched one level deep.
+    """
+    if isinstance(value, Tensor):
+        if value.dim() >= 1 and value.shape[0] == batch:
+            return value[start:stop]
+        return value
+    if isinstance(value, list) and len(value) == batch:
+        return value[start:stop]
+    if isinstance(value, tuple):
+        return tuple(rows_of(v, start, stop, batch) for v in value)
+    return value
+
+
+def concat_rows(parts: list[Any]) -> Any:
+    """Concatenate per-chunk attribution results (a tensor, tuples of them, or
+    Captum's ``(attributions, delta)`` pair) along the batch."""
+    first = parts[0]
+    if isinstance(first, Tensor):
+        return torch.cat(parts)
+    return tuple(concat_rows([p[i] for p in parts]) for i in range(len(first)))

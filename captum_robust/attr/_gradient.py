@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from captum.attr import Attribution
 
-from captum_robust._utils.validation import as_tensor_tuple
+from captum_robust._utils.validation import as_tensor_tuple, check_positive_int
 from captum_robust.attr._base import (
     DifferentiableAttribution,
     TensorOrTuple,
     check_forward_func,
+    concat_rows,
     create_graph_gradients,
+    rows_of,
     tracked_inputs,
 )
 
@@ -40,11 +43,43 @@ class CaptumGradientAttribution(DifferentiableAttribution):
         """Captum's ``attribute`` with the same arguments, differentiable.
 
         See the Captum documentation of the wrapped method (``self.method``) for the
-        arguments; positional order is Captum's.
+        arguments; positional order is Captum's. For Integrated Gradients,
+        ``internal_batch_size`` bounds the model evaluations per forward pass by
+        attributing ``max(1, internal_batch_size // n_steps)`` samples at a time
+        (Captum's own batching splits the path instead, and detaches every part
+        but the first, which would silently drop most of the gradient).
         """
         as_tensor_tuple(inputs, "inputs")
         with torch.enable_grad():
+            if self.method == "IntegratedGradients":
+                return self._integrated_gradients(inputs, args, kwargs)
             return self._captum.attribute(tracked_inputs(inputs), *args, **kwargs)
+
+    def _integrated_gradients(
+        self, inputs: TensorOrTuple, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        bound = inspect.signature(self._captum.attribute).bind(inputs, *args, **kwargs)
+        arguments = dict(bound.arguments)
+        chunk = arguments.pop("internal_batch_size", None)
+        batch = as_tensor_tuple(inputs, "inputs")[0].shape[0]
+        rows = batch
+        if chunk is not None:
+            chunk = check_positive_int(chunk, "internal_batch_size")
+            n_steps = arguments.get("n_steps", 50)
+            if isinstance(n_steps, int) and n_steps > 0:
+                rows = max(1, chunk // n_steps)
+        if rows >= batch:
+            arguments["inputs"] = tracked_inputs(inputs)
+            return self._captum.attribute(**arguments)
+        parts = []
+        for start in range(0, batch, rows):
+            part = {
+                name: rows_of(value, start, start + rows, batch)
+                for name, value in arguments.items()
+            }
+            part["inputs"] = tracked_inputs(part["inputs"])
+            parts.append(self._captum.attribute(**part))
+        return concat_rows(parts)
 
     def with_forward_func(
         self, forward_func: Callable[..., Any], **kwargs: Any
