@@ -73,9 +73,10 @@ attribution_kwargs : dict or None, default None
     Passed to ``attribution.attribute`` on every call (surrogate and real
     model), e.g. ``{"n_steps": 100, "method": "riemann_right"}`` for the
     Integrated Gradients of Chen et al., or ``baselines``. Captum's defaults
-    otherwise. On a CPU, Integrated Gradients over a large batch is limited by
-    memory traffic: ``internal_batch_size`` (e.g. 4 samples times ``n_steps``)
-    can make it several times faster.
+    otherwise. On a CPU, Integrated Gradients is computed for a few samples at
+    a time (about 128 model evaluations per call), which keeps the activations
+    in cache and is several times faster than the whole batch at once; give
+    ``internal_batch_size`` (in model evaluations) to choose the size yourself.
 seed : int or None, default 0
     Seeds a fresh generator on every ``perturb`` call (random starts, random
     steps), so calls are reproducible; None uses torch's global generator. The

@@ -241,9 +241,11 @@ def rows_of(value: Any, start: int, stop: int, batch: int) -> Any:
 
 
 def concat_rows(parts: list[Any]) -> Any:
-    """Concatenate per-chunk attribution results (a tensor, tuples of them, or
+    """Concatenate per-chunk results (a tensor, None, or tuples of them, such as
     Captum's ``(attributions, delta)`` pair) along the batch."""
     first = parts[0]
+    if first is None:
+        return None
     if isinstance(first, Tensor):
         return torch.cat(parts)
     return tuple(concat_rows([p[i] for p in parts]) for i in range(len(first)))

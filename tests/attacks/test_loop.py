@@ -21,8 +21,14 @@ BUDGET = {"epsilon": 0.06, "step_size": 0.01, "n_steps": 6}
 
 @pytest.mark.parametrize(
     "method, kwargs",
-    [(Saliency, {}), (IntegratedGradients, {"n_steps": 4})],
-    ids=["Saliency", "IntegratedGradients"],
+    [
+        (Saliency, {}),
+        (IntegratedGradients, {"n_steps": 4}),
+        # 50 points: on a CPU the attack attributes 2 samples per call.
+        (IntegratedGradients, {}),
+        (IntegratedGradients, {"n_steps": 4, "internal_batch_size": 12}),
+    ],
+    ids=["Saliency", "IntegratedGradients", "IG-chunked", "IG-internal-batch"],
 )
 def test_batch_of_16_equals_one_at_a_time(digits, method, kwargs):
     model, x, y = digits.model, digits.images[:16], digits.labels[:16]
