@@ -27,10 +27,11 @@ class CaptumGradientAttribution(DifferentiableAttribution):
 
     Captum computes these methods through the instance attribute ``gradient_func``;
     a shallow copy of the user's object gets a ``create_graph=True`` version of it,
-    so the user's object is never modified and all of Captum's own argument handling
-    (baselines, ``n_steps``, ``method``, ``internal_batch_size``,
-    ``return_convergence_delta``) is kept. Convergence deltas are computed by Captum
-    under ``torch.no_grad`` and carry no graph.
+    so the user's object is never modified and Captum's own argument handling
+    (baselines, ``n_steps``, ``method``, ``return_convergence_delta``) is kept.
+    ``internal_batch_size`` splits the samples rather than the path (see
+    :meth:`attribute`). Convergence deltas are computed by Captum under
+    ``torch.no_grad`` and carry no graph.
     """
 
     def __init__(self, attribution: Attribution) -> None:
