@@ -38,7 +38,7 @@ from captum_robust.attr import (
     differentiable,
     softplus_surrogate,
 )
-from captum_robust.attr._base import concat_rows, rows_of
+from captum_robust.attr._base import concat_rows
 from captum_robust.metrics._center import center_of_mass_map
 from captum_robust.metrics._correlation import kendall_tau_flat, spearman_flat
 from captum_robust.metrics._topk import topk_intersection_flat
@@ -90,26 +90,6 @@ class Batch:
     def size(self) -> int:
         return int(self.x0[0].shape[0])
 
-    def rows(self, start: int, stop: int) -> Batch:
-        """Samples ``start:stop`` (views where possible)."""
-        n = self.size
-
-        def part(value: Any) -> Any:
-            return rows_of(value, start, stop, n)
-
-        return Batch(
-            x0=part(self.x0),
-            is_tuple=self.is_tuple,
-            masks=part(self.masks),
-            target=part(self.target),
-            additional_forward_args=part(self.additional_forward_args),
-            attribution_kwargs={k: part(v) for k, v in self.attribution_kwargs.items()},
-            label=part(self.label),
-            map0=part(self.map0),
-            shape=self.shape,
-            state={key: part(v) for key, v in self.state.items()},
-        )
-
     def select(self, index: Tensor, host_index: list[int]) -> Batch:
         n = self.size
         return Batch(
@@ -127,7 +107,9 @@ class Batch:
                 for key, v in self.attribution_kwargs.items()
             },
             label=self.label.index_select(0, index),
-            map0=self.map0.index_select(0, index),
+            # Before the original attribution is known, map0 is an empty
+            # placeholder, which take() leaves as it is.
+            map0=take(self.map0, index, host_index, n),
             shape=self.shape,
             state={key: v.index_select(0, index) for key, v in self.state.items()},
         )
@@ -342,10 +324,13 @@ class AttributionAttack(Perturbation):
         rows = self._rows_per_call(b)
         if rows >= b.size:
             return [fn(x, b)]
-        return [
-            fn(tuple(t[start : start + rows] for t in x), b.rows(start, start + rows))
-            for start in range(0, b.size, rows)
-        ]
+        parts = []
+        for start in range(0, b.size, rows):
+            stop = min(start + rows, b.size)
+            index = torch.arange(start, stop, device=x[0].device)
+            part = b.select(index, list(range(start, stop)))
+            parts.append(fn(tuple(t[start:stop] for t in x), part))
+        return parts
 
     def _real_map(self, x: tuple[Tensor, ...], b: Batch) -> tuple[Tensor, Tensor]:
         """Normalised map (n, N) and logits of the real model at ``x``."""

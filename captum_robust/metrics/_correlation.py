@@ -15,7 +15,8 @@ from captum_robust.metrics._ranking import (
     tied_pairs_from_runs,
 )
 
-CPU_CHUNK = 1 << 19  # elements per chunk of rows; measured best on 2 cores
+# Elements per chunk of rows on a CPU; measured best on 2 cores.
+_CPU_CHUNK_ELEMENTS = 1 << 19
 
 
 def kendall_tau_flat(map_a: Tensor, map_b: Tensor, magnitude: bool = False) -> Tensor:
@@ -27,7 +28,7 @@ def kendall_tau_flat(map_a: Tensor, map_b: Tensor, magnitude: bool = False) -> T
     ``magnitude=True`` compares ``map_a.abs()`` with ``map_b.abs()``.
     """
     # On a CPU, a few rows at a time keep the dozen working arrays in cache.
-    rows = max(1, CPU_CHUNK // max(map_a.shape[1], 1))
+    rows = max(1, _CPU_CHUNK_ELEMENTS // max(map_a.shape[1], 1))
     if map_a.device.type == "cpu" and len(map_a) > rows:
         return torch.cat(
             [
