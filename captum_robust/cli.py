@@ -169,7 +169,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
     launched = _init_distributed(args)
     try:
-        return _evaluate_on_this_rank(args)
+        status = _evaluate_on_this_rank(args)
+        if launched:
+            # The other ranks wait for the first to write the report, so that
+            # none tears down its connections while a peer still uses them.
+            torch.distributed.barrier()
+        return status
     finally:
         if launched:
             torch.distributed.destroy_process_group()

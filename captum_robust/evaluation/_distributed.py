@@ -76,3 +76,9 @@ def gather_objects(value: Any, world: int) -> Sequence[Any]:
     gathered: list[Any] = [None] * world
     dist.all_gather_object(gathered, value)
     return gathered
+
+
+def synchronize(world: int) -> None:
+    """Wait until every rank gets here (nothing to wait for in one process)."""
+    if world > 1:
+        dist.barrier()

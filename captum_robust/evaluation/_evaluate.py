@@ -18,6 +18,7 @@ from captum_robust.evaluation._distributed import (
     rank_and_world,
     rank_path,
     shard_loader,
+    synchronize,
 )
 from captum_robust.evaluation._records import Record, RecordLog
 from captum_robust.evaluation._summary import summarize
@@ -301,6 +302,9 @@ def _merge_ranks(
     merged = sorted((r for part in gathered for r in part), key=lambda r: r["index"])
     if records_path is not None and rank_and_world()[0] == 0:
         RecordLog(records_path).write(merged)
+    # Every rank returns only once the merged file exists, and no rank leaves
+    # the process group while another is still using it.
+    synchronize(world)
     return merged
 
 
