@@ -188,6 +188,14 @@ def evaluate_robustness(
     -------
     EvaluationResult
 
+    Notes
+    -----
+    Under ``torch.distributed`` (e.g. ``torchrun``) with ``loader`` a
+    ``DataLoader``, each rank evaluates every N-th sample, keeps its records in
+    its own file (``records.rank1.jsonl``) and returns the records and summary
+    of the whole data set; rank 0 writes the merged ``records_path`` and the
+    figure, and no rank returns before the merged file is written.
+
     Examples
     --------
     >>> import torch
