@@ -321,7 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--output", default="captum_robust_output/evaluate")
     evaluate.add_argument(
-        "--resume", action="store_true", help="continue a stopped run"
+        "--resume",
+        action="store_true",
+        help="continue a stopped run (with any number of processes)",
     )
     evaluate.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     evaluate.add_argument("--num-figures", type=_positive_int, default=8)

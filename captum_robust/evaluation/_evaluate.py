@@ -16,11 +16,12 @@ from captum_robust._utils.validation import check_choice, check_positive_int
 from captum_robust.evaluation._distributed import (
     gather_objects,
     rank_and_world,
+    rank_files,
     rank_path,
     shard_loader,
     synchronize,
 )
-from captum_robust.evaluation._records import Record, RecordLog
+from captum_robust.evaluation._records import Record, RecordLog, read_records
 from captum_robust.evaluation._summary import summarize
 from captum_robust.metrics import (
     center_of_mass_shift,
@@ -168,7 +169,8 @@ def evaluate_robustness(
     records_path : str or Path, optional
         JSON-lines file of per-sample records.
     resume : bool, default False
-        Keep the records already in ``records_path`` and skip their samples.
+        Keep the records already in ``records_path`` (and in the rank files of
+        a distributed run beside it) and skip their samples.
     device : str or torch.device, optional
         Where batches are moved; defaults to the model's device.
     figures_dir : str or Path, optional
@@ -191,10 +193,14 @@ def evaluate_robustness(
     Notes
     -----
     Under ``torch.distributed`` (e.g. ``torchrun``) with ``loader`` a
-    ``DataLoader``, each rank evaluates every N-th sample, keeps its records in
-    its own file (``records.rank1.jsonl``) and returns the records and summary
-    of the whole data set; rank 0 writes the merged ``records_path`` and the
-    figure, and no rank returns before the merged file is written.
+    ``DataLoader``, each rank evaluates every N-th sample of the order in which
+    the loader reads its data in one process, keeps its records in its own file
+    (``records.rank1.jsonl``) and returns the records and summary of the whole
+    data set; rank 0 writes the merged ``records_path`` and the figure, and no
+    rank returns before the merged file is written. Resuming reads the merged
+    file and every rank's file, so a run may be continued with another number of
+    processes; a fresh run removes the rank files earlier runs left beside
+    ``records_path``.
 
     Examples
     --------
@@ -235,9 +241,10 @@ def evaluate_robustness(
     rank, world = rank_and_world()
     if world > 1:
         loader, batch_indices = shard_loader(loader, rank, world)
+        shard = {i for batch in batch_indices for i in batch}
     else:
-        batch_indices = None
-    log = RecordLog(rank_path(records_path, rank, world), resume=resume)
+        batch_indices, shard = None, None
+    log = _open_records(records_path, resume, rank, world, shard)
     figure_batch: dict[str, list[Tensor]] = {}
     # Only the first rank draws figures: one figure per evaluation.
     figures = num_figures if figures_dir is not None and rank == 0 else 0
@@ -300,6 +307,50 @@ def evaluate_robustness(
     return EvaluationResult(records=records, summary=summary, figure_paths=figure_paths)
 
 
+def _open_records(
+    records_path: str | Path | None,
+    resume: bool,
+    rank: int,
+    world: int,
+    shard: set[int] | None,
+) -> RecordLog:
+    """This rank's record file, holding what earlier runs left for its shard.
+
+    Resuming reads the merged file and every rank's file, so a run can go on
+    with another number of processes (or in one) without losing or repeating
+    a record. A fresh run removes the files of earlier runs that it would not
+    overwrite, so that a later resume cannot pick up their records.
+    """
+    if records_path is not None and not isinstance(records_path, (str, Path)):
+        raise TypeError(
+            "`records_path` must be a str, a Path or None, got "
+            f"{type(records_path).__name__}."
+        )
+    own = rank_path(records_path, rank, world)
+    if records_path is None or own is None:
+        return RecordLog(None)
+    merged = Path(records_path)
+    siblings = rank_files(merged)
+    previous: dict[int, Record] = {}
+    if resume:
+        for path in (merged, *siblings.values()):
+            previous.update(read_records(path))
+        if shard is not None:
+            previous = {i: r for i, r in previous.items() if i in shard}
+    # Every rank has read the files before any of them changes.
+    synchronize(world)
+    if not resume and rank == 0:
+        stale = [path for r, path in siblings.items() if world == 1 or r >= world]
+        if world > 1:
+            stale.append(merged)
+        for path in stale:
+            path.unlink(missing_ok=True)
+    log = RecordLog(own, resume=resume)
+    if resume:
+        log.rewrite([previous[i] for i in sorted(previous)])
+    return log
+
+
 def _merge_ranks(
     records: list[Record], records_path: str | Path | None, world: int
 ) -> list[Record]:
@@ -307,7 +358,8 @@ def _merge_ranks(
     if world == 1:
         return records
     gathered = gather_objects(records, world)
-    merged = sorted((r for part in gathered for r in part), key=lambda r: r["index"])
+    by_index = {r["index"]: r for part in gathered for r in part}
+    merged = [by_index[i] for i in sorted(by_index)]
     if records_path is not None and rank_and_world()[0] == 0:
         RecordLog(records_path).write(merged)
     # Every rank returns only once the merged file exists, and no rank leaves

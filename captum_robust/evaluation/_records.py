@@ -18,6 +18,32 @@ def _encode(value: Any) -> Any:
     return value
 
 
+def _lines(records: list[Record]) -> str:
+    return "".join(
+        json.dumps({key: _encode(value) for key, value in record.items()}) + "\n"
+        for record in records
+    )
+
+
+def _parse(text: str) -> dict[int, Record]:
+    records = {}
+    for line in text.splitlines():
+        if line.strip():
+            record = json.loads(line)
+            records[int(record["index"])] = {
+                key: (math.nan if value is None else value)
+                for key, value in record.items()
+            }
+    return records
+
+
+def read_records(path: Path) -> dict[int, Record]:
+    """The complete records of a file, by index, leaving the file untouched."""
+    text = path.read_text() if path.is_file() else ""
+    complete, _, _ = text.rpartition("\n")
+    return _parse(complete)
+
+
 class RecordLog:
     """Append-only JSON-lines file of per-sample records keyed by ``index``.
 
@@ -67,13 +93,7 @@ class RecordLog:
             # Drop the half-written line of an interrupted write.
             with open(self.path, "r+") as handle:
                 handle.truncate(len(complete) + 1 if complete else 0)
-        for line in complete.splitlines():
-            if line.strip():
-                record = json.loads(line)
-                self.records[int(record["index"])] = {
-                    key: (math.nan if value is None else value)
-                    for key, value in record.items()
-                }
+        self.records.update(_parse(complete))
 
     @property
     def done(self) -> set[int]:
@@ -84,14 +104,22 @@ class RecordLog:
             self.records[int(record["index"])] = record
         if self.path is None or not records:
             return
-        lines = "".join(
-            json.dumps({key: _encode(value) for key, value in record.items()}) + "\n"
-            for record in records
-        )
         with open(self.path, "a") as handle:
-            handle.write(lines)
+            handle.write(_lines(records))
             handle.flush()
             os.fsync(handle.fileno())
+
+    def rewrite(self, records: list[Record]) -> None:
+        """Replace the file's content by ``records`` in one atomic step."""
+        self.records = {int(record["index"]): record for record in records}
+        if self.path is None:
+            return
+        partial = self.path.with_name(self.path.name + ".partial")
+        with open(partial, "w") as handle:
+            handle.write(_lines(self.sorted_records()))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, self.path)
 
     def sorted_records(self) -> list[Record]:
         return [self.records[index] for index in sorted(self.records)]
