@@ -21,7 +21,12 @@ from captum_robust.evaluation._distributed import (
     shard_loader,
     synchronize,
 )
-from captum_robust.evaluation._records import Record, RecordLog, read_records
+from captum_robust.evaluation._records import (
+    Record,
+    RecordLog,
+    check_records_path,
+    read_records,
+)
 from captum_robust.evaluation._summary import summarize
 from captum_robust.metrics import (
     center_of_mass_shift,
@@ -321,14 +326,10 @@ def _open_records(
     a record. A fresh run removes the files of earlier runs that it would not
     overwrite, so that a later resume cannot pick up their records.
     """
-    if records_path is not None and not isinstance(records_path, (str, Path)):
-        raise TypeError(
-            "`records_path` must be a str, a Path or None, got "
-            f"{type(records_path).__name__}."
-        )
-    own = rank_path(records_path, rank, world)
-    if records_path is None or own is None:
+    check_records_path(records_path)
+    if records_path is None:
         return RecordLog(None)
+    own = rank_path(records_path, rank, world)
     merged = Path(records_path)
     siblings = rank_files(merged)
     previous: dict[int, Record] = {}
@@ -358,8 +359,7 @@ def _merge_ranks(
     if world == 1:
         return records
     gathered = gather_objects(records, world)
-    by_index = {r["index"]: r for part in gathered for r in part}
-    merged = [by_index[i] for i in sorted(by_index)]
+    merged = sorted((r for part in gathered for r in part), key=lambda r: r["index"])
     if records_path is not None and rank_and_world()[0] == 0:
         RecordLog(records_path).write(merged)
     # Every rank returns only once the merged file exists, and no rank leaves

@@ -18,6 +18,13 @@ def _encode(value: Any) -> Any:
     return value
 
 
+def check_records_path(path: object) -> None:
+    if path is not None and not isinstance(path, (str, Path)):
+        raise TypeError(
+            f"`records_path` must be a str, a Path or None, got {type(path).__name__}."
+        )
+
+
 def _lines(records: list[Record]) -> str:
     return "".join(
         json.dumps({key: _encode(value) for key, value in record.items()}) + "\n"
@@ -70,11 +77,7 @@ class RecordLog:
     """
 
     def __init__(self, path: str | Path | None, *, resume: bool = False) -> None:
-        if path is not None and not isinstance(path, (str, Path)):
-            raise TypeError(
-                "`records_path` must be a str, a Path or None, got "
-                f"{type(path).__name__}."
-            )
+        check_records_path(path)
         self.path = None if path is None else Path(path)
         self.records: dict[int, Record] = {}
         if self.path is None:

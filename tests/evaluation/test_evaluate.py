@@ -193,6 +193,10 @@ def test_bad_arguments():
         )
     with pytest.raises(TypeError, match="records_path"):
         RecordLog(3)
+    with pytest.raises(TypeError, match="`records_path` must be a str"):
+        evaluate_robustness(
+            model, loader, Saliency(model), noise_attack, records_path=3
+        )
 
 
 def test_report_files_are_self_contained(tmp_path):
