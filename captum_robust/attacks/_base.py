@@ -12,6 +12,7 @@ from captum.attr import InputXGradient, IntegratedGradients, LayerGradCam, Salie
 from captum.robust import Perturbation
 from torch import Tensor
 
+from captum_robust._utils.modes import eval_mode
 from captum_robust._utils.validation import (
     check_choice,
     check_number,
@@ -25,7 +26,6 @@ from captum_robust.attacks._utils import (
     check_inputs,
     class_indices,
     draw,
-    eval_mode,
     fmt,
     normalized_map,
     prepare_masks,

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,26 +24,6 @@ def as_module(forward_func: object) -> nn.Module | None:
         return forward_func
     owner = getattr(forward_func, "__self__", None)
     return owner if isinstance(owner, nn.Module) else None
-
-
-@contextmanager
-def eval_mode(module: nn.Module | None) -> Iterator[None]:
-    """Put ``module`` in eval mode for the body; restore every submodule's flag.
-
-    Flags are restored one by one rather than with ``train(mode)`` so that a model
-    in a mixed state (e.g. frozen BatchNorm layers in eval inside a training
-    model) comes back exactly as it was.
-    """
-    if module is None:
-        yield
-        return
-    flags = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def fmt(tensors: tuple[Tensor, ...], is_tuple: bool) -> TensorOrTuple:
