@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
-from captum._utils.common import _run_forward
+from captum._utils.common import _run_forward, _select_targets
 from torch import Tensor, nn
 
-from captum_robust._utils.validation import check_number
+from captum_robust._utils.second_order import second_order_safe
+from captum_robust._utils.targets import check_class_indices
+from captum_robust._utils.validation import as_tensor_tuple, check_number
 
 __all__ = ["DifferentiableAttribution"]
 
@@ -48,6 +51,8 @@ class DifferentiableAttribution:
     method: str = "attribution"
 
     def __init__(self, forward_func: Callable[..., Any] | None) -> None:
+        if forward_func is not None:
+            check_forward_func(forward_func)
         self._forward_func = forward_func
 
     @property
@@ -83,6 +88,108 @@ def check_forward_func(forward_func: object, name: str = "forward_func") -> None
         )
 
 
+FuncT = TypeVar("FuncT", bound=Callable[..., Any])
+
+
+def second_order(method: FuncT) -> FuncT:
+    """Run ``method`` (a forward pass and its create_graph backward) under
+    :func:`~captum_robust._utils.second_order.second_order_safe`.
+
+    The graph recorded inside is twice differentiable (hardsigmoid / hardswish as
+    relu6 forms, attention by the math kernel), so the second backward, which the
+    caller runs later and outside, works on MobileNetV3 and ViT.
+    """
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with second_order_safe():
+            return method(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def check_inputs(inputs: object, name: str = "inputs") -> tuple[Tensor, ...]:
+    """``inputs`` as a tuple of tensors with one non-empty batch dimension."""
+    xs = as_tensor_tuple(inputs, name)
+    for i, x in enumerate(xs):
+        label = name if len(xs) == 1 else f"{name}[{i}]"
+        if x.dim() == 0:
+            raise ValueError(
+                f"`{label}` must have a batch dimension, got a 0-d tensor."
+            )
+        if x.shape[0] != xs[0].shape[0]:
+            raise ValueError(
+                f"`{label}` has {x.shape[0]} samples but `{name}[0]` has "
+                f"{xs[0].shape[0]}; every input tensor needs the same batch size."
+            )
+    if xs[0].shape[0] == 0:
+        raise ValueError(
+            f"`{name}` is an empty batch (0 samples); nothing to attribute."
+        )
+    return xs
+
+
+def _is_tuple_target(target: object) -> bool:
+    # Captum's multi-dimensional targets (an index tuple, or one per sample) are
+    # passed on unchecked: they index outputs of shape (B, ..., X, Y).
+    if isinstance(target, tuple):
+        return True
+    return (
+        isinstance(target, list)
+        and len(target) > 0
+        and all(isinstance(t, tuple) for t in target)
+    )
+
+
+def check_target(target: object, inputs: tuple[Tensor, ...]) -> None:
+    """Reject a bad class target before Captum or the model sees it.
+
+    ``None`` and Captum's index tuples pass; ints, integer tensors and lists of
+    ints go through :func:`~captum_robust._utils.targets.check_class_indices`
+    (negative, float, bool, wrong length). The range is checked against the
+    model's output in :func:`select_target`.
+    """
+    if target is None or _is_tuple_target(target):
+        return
+    check_class_indices(target, inputs[0].shape[0], name="target")
+
+
+def check_target_range(outputs: Tensor, target: object) -> None:
+    """Every class index of ``target`` below the class count of ``outputs``.
+
+    Runs before the selection, so an out-of-range index is a ``ValueError``
+    naming ``target`` rather than an IndexError (or a device-side assert on CUDA).
+    """
+    if target is None or _is_tuple_target(target) or outputs.dim() < 2:
+        return
+    num_classes = outputs.shape[-1]
+    if isinstance(target, int) and not isinstance(target, bool):
+        top = target
+    elif isinstance(target, Tensor):
+        if target.numel() == 0 or target.is_floating_point():
+            return
+        top = int(target.max())
+    elif isinstance(target, list) and target:
+        if not all(isinstance(t, int) for t in target):
+            return
+        top = max(target)
+    else:
+        return
+    if top >= num_classes:
+        raise ValueError(
+            f"`target` must hold class indices in [0, {num_classes - 1}] for a model "
+            f"with {num_classes} outputs, got {top}."
+        )
+    if top < 0:
+        raise ValueError(f"`target` must hold non-negative class indices, got {top}.")
+
+
+def check_bool(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a bool, got {type(value).__name__}.")
+    return value
+
+
 def create_graph_gradients(
     forward_fn: Callable[..., Any],
     inputs: tuple[Tensor, ...],
@@ -95,12 +202,15 @@ def create_graph_gradients(
     gradients are taken with ``create_graph=True``.
     """
     with torch.enable_grad():
-        outputs = _run_forward(forward_fn, inputs, target_ind, additional_forward_args)
+        outputs = _run_forward(forward_fn, inputs, None, additional_forward_args)
         if not isinstance(outputs, Tensor):
             raise TypeError(
                 "`forward_func` must return a Tensor for a differentiable attribution, "
                 f"got {type(outputs).__name__}."
             )
+        check_target_range(outputs, target_ind)
+        if target_ind is not None:
+            outputs = _select_targets(outputs, target_ind)
         if outputs.dim() == 0 or outputs[0].numel() != 1:
             raise ValueError(
                 "`target` must select one output per example; the model's output "

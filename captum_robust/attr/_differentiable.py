@@ -32,6 +32,7 @@ from captum_robust.attr._base import (
     TensorOrTuple,
     check_forward_func,
     check_seed,
+    second_order,
 )
 from captum_robust.attr._grad_cam import LayerGradCamAttribution
 from captum_robust.attr._gradient import CaptumGradientAttribution
@@ -175,6 +176,7 @@ class CallableAttribution(DifferentiableAttribution):
         self._fn = fn
         self.method = getattr(fn, "__name__", type(fn).__name__)
 
+    @second_order
     def attribute(
         self,
         inputs: TensorOrTuple,
@@ -183,6 +185,10 @@ class CallableAttribution(DifferentiableAttribution):
         **kwargs: Any,
     ) -> Any:
         """Call the wrapped function with gradients enabled.
+
+        It runs under ``second_order_safe()`` (twice-differentiable hardsigmoid /
+        hardswish, the math attention kernel) like the built-in methods; its
+        arguments are passed on unchecked, since their meaning is the callable's.
 
         Warns (``RuntimeWarning``) if none of the returned tensors carries an
         autograd graph, since gradients through it would then be silently absent.

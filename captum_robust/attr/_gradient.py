@@ -14,12 +14,18 @@ from captum_robust._utils.validation import as_tensor_tuple, check_positive_int
 from captum_robust.attr._base import (
     DifferentiableAttribution,
     TensorOrTuple,
+    check_bool,
     check_forward_func,
+    check_inputs,
+    check_target,
     concat_rows,
     create_graph_gradients,
     rows_of,
+    second_order,
     tracked_inputs,
 )
+
+_BOOL_ARGUMENTS = ("abs", "return_convergence_delta")
 
 
 class CaptumGradientAttribution(DifferentiableAttribution):
@@ -40,6 +46,7 @@ class CaptumGradientAttribution(DifferentiableAttribution):
         self._captum.gradient_func = create_graph_gradients
         self.method = type(attribution).__name__
 
+    @second_order
     def attribute(self, inputs: TensorOrTuple, *args: Any, **kwargs: Any) -> Any:
         """Captum's ``attribute`` with the same arguments, differentiable.
 
@@ -49,8 +56,27 @@ class CaptumGradientAttribution(DifferentiableAttribution):
         attributing ``max(1, internal_batch_size // n_steps)`` samples at a time
         (Captum's own batching splits the path instead, and detaches every part
         but the first, which would silently drop most of the gradient).
+
+        The forward and backward passes run under ``second_order_safe()``, so the
+        result can be differentiated again on MobileNetV3 (hardsigmoid,
+        hardswish) and attention models. ``target`` is checked before Captum sees
+        it (integer class indices, one per sample, below the model's class count),
+        as are ``n_steps`` (a positive int) and the bool flags.
         """
-        as_tensor_tuple(inputs, "inputs")
+        xs = check_inputs(inputs)
+        try:
+            bound = inspect.signature(self._captum.attribute).bind(
+                inputs, *args, **kwargs
+            )
+        except TypeError as exc:
+            raise TypeError(f"{self.method}.attribute(): {exc}") from None
+        arguments = bound.arguments
+        check_target(arguments.get("target"), xs)
+        for flag in _BOOL_ARGUMENTS:
+            if flag in arguments:
+                check_bool(arguments[flag], flag)
+        if "n_steps" in arguments:
+            check_positive_int(arguments["n_steps"], "n_steps")
         with torch.enable_grad():
             if self.method == "IntegratedGradients":
                 return self._integrated_gradients(inputs, args, kwargs)

@@ -23,20 +23,23 @@ from captum._utils.common import (
 from torch import Tensor
 
 from captum_robust._utils.validation import (
-    as_tensor_tuple,
     check_positive_int,
 )
 from captum_robust.attr._base import (
     DifferentiableAttribution,
     TensorOrTuple,
+    check_bool,
     check_forward_func,
+    check_inputs,
     check_seed,
     check_stdevs,
+    check_target,
     create_graph_gradients,
     rand,
     randint,
     randn,
     resolve_generator,
+    second_order,
 )
 
 
@@ -121,6 +124,7 @@ class GradientShapAttribution(DifferentiableAttribution):
         self.multiplies_by_inputs = bool(multiply_by_inputs)
         self.seed = check_seed(seed)
 
+    @second_order
     def attribute(
         self,
         inputs: TensorOrTuple,
@@ -152,7 +156,9 @@ return_convergence_delta
             and sample, shape ``(B * n_samples,)``, as in Captum.
         """
         is_tuple = isinstance(inputs, tuple)
-        xs = as_tensor_tuple(inputs, "inputs")
+        xs = check_inputs(inputs)
+        check_target(target, xs)
+        check_bool(return_convergence_delta, "return_convergence_delta")
         n = check_positive_int(n_samples, "n_samples")
         sds = check_stdevs(stdevs, len(xs))
         bases = format_baselines(baselines, xs)

@@ -21,13 +21,17 @@ from captum_robust._utils.validation import (
 from captum_robust.attr._base import (
     DifferentiableAttribution,
     TensorOrTuple,
+    check_bool,
     check_forward_func,
+    check_inputs,
     check_seed,
     check_stdevs,
+    check_target,
     create_graph_gradients,
     randint,
     randn,
     resolve_generator,
+    second_order,
     tracked_inputs,
 )
 from captum_robust.attr._gradient import CaptumGradientAttribution
@@ -62,6 +66,7 @@ def _expand_baselines(
     return tuple(out) if is_tuple else out[0]
 
 
+@second_order
 def noise_tunnel(
     attribute_fn: Callable[..., Any],
     inputs: TensorOrTuple,
@@ -83,17 +88,19 @@ def noise_tunnel(
     to match, as Captum's NoiseTunnel does.
     """
     is_tuple = isinstance(inputs, tuple)
-    xs = as_tensor_tuple(inputs, "inputs")
+    xs = check_inputs(inputs)
+    check_target(kwargs.get("target"), xs)
     check_choice(nt_type, NT_TYPES, "nt_type")
     n = check_positive_int(nt_samples, "nt_samples")
     chunk = n if nt_samples_batch_size is None else nt_samples_batch_size
     chunk = min(check_positive_int(chunk, "nt_samples_batch_size"), n)
     sds = check_stdevs(stdevs, len(xs))
-    if not isinstance(draw_baseline_from_distrib, bool):
-        raise TypeError("`draw_baseline_from_distrib` must be a bool.")
+    check_bool(draw_baseline_from_distrib, "draw_baseline_from_distrib")
     gen = resolve_generator(generator, seed, xs[0].device)
     batch = xs[0].shape[0]
-    return_delta = bool(kwargs.get("return_convergence_delta", False))
+    return_delta = check_bool(
+        kwargs.get("return_convergence_delta", False), "return_convergence_delta"
+    )
 
     # All noise is drawn up front so that chunking does not change the result.
     noise = [
@@ -265,8 +272,7 @@ class SmoothGrad(DifferentiableAttribution):
         Tensor or tuple of Tensor
             Shaped like ``inputs``.
         """
-        if not isinstance(abs, bool):
-            raise TypeError(f"`abs` must be a bool, got {type(abs).__name__}.")
+        check_bool(abs, "abs")
         forward_func = self.forward_func
 
         def saliency(
