@@ -6,7 +6,7 @@ from captum_robust.evaluation._evaluate import (
     EvaluationResult,
     evaluate_robustness,
 )
-from captum_robust.evaluation._records import RecordLog
+from captum_robust.evaluation._records import RecordLog, RecordsMismatchError
 from captum_robust.evaluation._report import ReportRow, format_table, write_report
 from captum_robust.evaluation._summary import summarize
 
@@ -15,6 +15,7 @@ __all__ = [
     "METRICS",
     "EvaluationResult",
     "RecordLog",
+    "RecordsMismatchError",
     "demo_model",
     "ReportRow",
     "evaluate_robustness",

@@ -140,3 +140,12 @@ def synchronize(world: int) -> None:
     """Wait until every rank gets here (nothing to wait for in one process)."""
     if world > 1:
         dist.barrier()
+
+
+def broadcast_object(value: Any, world: int) -> Any:
+    """Rank 0's ``value`` on every rank."""
+    if world == 1:
+        return value
+    payload = [value]
+    dist.broadcast_object_list(payload, src=0)
+    return payload[0]

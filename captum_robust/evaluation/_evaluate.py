@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,16 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from captum_robust._utils.validation import check_choice, check_positive_int
+from captum_robust._utils.modes import eval_mode
+from captum_robust._utils.targets import check_class_indices, check_class_range
+from captum_robust._utils.validation import (
+    check_choice,
+    check_finite,
+    check_number,
+    check_positive_int,
+)
 from captum_robust.evaluation._distributed import (
+    broadcast_object,
     gather_objects,
     rank_and_world,
     rank_files,
@@ -21,13 +30,22 @@ from captum_robust.evaluation._distributed import (
     shard_loader,
     synchronize,
 )
+from captum_robust.evaluation._fingerprint import (
+    check_json,
+    check_same_settings,
+    describe,
+    module_digest,
+    sample_digest,
+)
 from captum_robust.evaluation._records import (
     Record,
     RecordLog,
     check_records_path,
     read_records,
+    read_settings,
+    write_settings,
 )
-from captum_robust.evaluation._summary import summarize
+from captum_robust.evaluation._summary import METRIC_NAMES, summarize
 from captum_robust.metrics import (
     center_of_mass_shift,
     kendall_tau,
@@ -36,7 +54,8 @@ from captum_robust.metrics import (
     topk_intersection,
 )
 
-METRICS = ("topk", "kendall", "spearman", "center_shift", "silhouette")
+METRICS = METRIC_NAMES
+TARGETS = ("label", "predicted")
 
 
 @dataclass
@@ -47,13 +66,15 @@ class EvaluationResult:
     ----------
     records : list of dict
         One record per sample, in data order: ``index``, ``label``,
-        ``prediction``, ``correct``, ``label_kept``, ``linf`` (size of the
-        perturbation) and one entry per metric (``silhouette`` gives
-        ``silhouette_before`` and ``silhouette_after``).
+        ``prediction``, ``correct``, ``attacked`` (whether the sample counts in
+        the summary), ``label_kept``, ``linf`` (size of the perturbation) and
+        one entry per metric (``silhouette`` gives ``silhouette_before`` and
+        ``silhouette_after``).
     summary : dict
         For each metric, the mean with its spread and confidence interval over
-        the correctly classified samples (see :func:`summarize`), plus
-        ``clean_accuracy`` and ``label_kept_rate``.
+        the attacked samples (see :func:`summarize`), plus ``samples``,
+        ``correct``, ``evaluated``, ``skipped``, ``clean_accuracy`` and
+        ``label_kept_rate``.
     figure_paths : list of Path
         PNG figures written, if any.
     """
@@ -62,9 +83,26 @@ class EvaluationResult:
     summary: dict[str, Any]
     figure_paths: list[Path] = field(default_factory=list)
 
+    @property
+    def num_evaluated(self) -> int:
+        """Samples attacked and scored: the correctly classified ones with
+        ``target="label"``, every one with ``target="predicted"``."""
+        return int(self.summary["evaluated"])
 
-def _split_batch(batch: Any) -> tuple[Tensor, Tensor, Tensor | None]:
+    @property
+    def num_skipped(self) -> int:
+        """Samples left out of the summary (misclassified, with ``target="label"``)."""
+        return int(self.summary["skipped"])
+
+
+def _split_batch(batch: Any) -> tuple[Any, Any, Any]:
     if isinstance(batch, dict):
+        missing = [key for key in ("image", "label") if key not in batch]
+        if missing:
+            raise TypeError(
+                "`loader` must yield dict batches with 'image' and 'label' keys "
+                f"(and optionally 'mask'); missing {missing}."
+            )
         return batch["image"], batch["label"], batch.get("mask")
     if isinstance(batch, (tuple, list)) and len(batch) in (2, 3):
         images, labels = batch[0], batch[1]
@@ -74,6 +112,40 @@ def _split_batch(batch: Any) -> tuple[Tensor, Tensor, Tensor | None]:
         "`loader` must yield (inputs, labels) or (inputs, labels, masks) batches, "
         f"got {type(batch).__name__}."
     )
+
+
+def _checked_batch(
+    batch: Any, number: int, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The batch's inputs, labels and masks on ``device``, checked."""
+    images, labels, masks = _split_batch(batch)
+    if not isinstance(images, Tensor) or not images.is_floating_point():
+        kind = images.dtype if isinstance(images, Tensor) else type(images).__name__
+        raise TypeError(
+            f"`loader` must yield floating-point input Tensors, got {kind} in "
+            f"batch {number}."
+        )
+    if images.dim() < 2 or images.shape[0] == 0:
+        raise ValueError(
+            "`loader` must yield non-empty (B, ...) input batches, got shape "
+            f"{tuple(images.shape)} in batch {number}."
+        )
+    if masks is not None and not isinstance(masks, Tensor):
+        raise TypeError(
+            f"`loader` must yield masks as Tensors, got {type(masks).__name__} in "
+            f"batch {number}."
+        )
+    images = images.to(device)
+    labels = check_class_indices(labels, images.shape[0], device, name="labels")
+    try:
+        check_finite([images], "inputs")
+    except ValueError:
+        raise ValueError(
+            f"`loader` yields inputs with NaN or inf values (batch {number}); "
+            "attributions and attacks of such inputs are undefined."
+        ) from None
+    masks = None if masks is None else masks.to(device)
+    return images, labels, masks
 
 
 def _run_attack(attack: Any, inputs: Tensor, labels: Tensor) -> Tensor:
@@ -132,8 +204,10 @@ def evaluate_robustness(
     *,
     k: int = 100,
     attribution_kwargs: dict[str, Any] | None = None,
+    target: str = "label",
     records_path: str | Path | None = None,
     resume: bool = False,
+    run_settings: Mapping[str, Any] | None = None,
     device: str | torch.device | None = None,
     figures_dir: str | Path | None = None,
     num_figures: int = 8,
@@ -154,16 +228,18 @@ def evaluate_robustness(
     Parameters
     ----------
     model : nn.Module
-        The classifier. It is put in eval mode during the evaluation and its mode
-        is restored afterwards.
+        The classifier. It is put in eval mode during the evaluation and the
+        mode of every submodule is restored afterwards, also on an error.
     loader : iterable
-        Yields ``(inputs, labels)`` or ``(inputs, labels, masks)``, in the same
-        order on every run (``shuffle=False``) so that resuming is possible.
+        Yields ``(inputs, labels)`` or ``(inputs, labels, masks)`` (or dicts
+        with ``image``, ``label`` and ``mask``), in the same order on every run
+        (``shuffle=False``) so that resuming is possible. Inputs must be finite
+        floating-point tensors; labels are class indices of the model's outputs.
     attribution : Captum attribution or callable
         Computes the maps that are compared, e.g. ``Saliency(model)``.
     attack : captum.robust.Perturbation or callable
-        Called as ``attack.perturb(inputs, target=labels)`` (or
-        ``attack(inputs, target=labels)``), e.g. a
+        Called as ``attack.perturb(inputs, target=classes)`` (or
+        ``attack(inputs, target=classes)``), e.g. a
         :class:`captum_robust.attacks.TopKAttack`.
     metrics : sequence of str
         Any of "topk", "kendall", "spearman", "center_shift", "silhouette".
@@ -171,15 +247,30 @@ def evaluate_robustness(
         k of the top-k intersection.
     attribution_kwargs : dict, optional
         Passed to ``attribution.attribute`` (e.g. ``{"n_steps": 50}``).
+    target : {"label", "predicted"}, default "label"
+        The class explained and attacked. "label": the true label; samples the
+        model misclassifies are skipped (the attacks of
+        :mod:`captum_robust.attacks` return them unchanged) and left out of the
+        summary. "predicted": the model's predicted class; every sample is
+        attacked and summarised. ``correct`` is recorded either way.
     records_path : str or Path, optional
-        JSON-lines file of per-sample records.
+        JSON-lines file of per-sample records. The settings that produced them
+        are stored beside it, in ``<records_path>.settings.json``.
     resume : bool, default False
         Keep the records already in ``records_path`` (and in the rank files of
-        a distributed run beside it) and skip their samples.
+        a distributed run beside it) and skip their samples. Refused with a
+        :class:`RecordsMismatchError` when those records were produced under
+        other settings (see Notes).
+    run_settings : mapping, optional
+        Further JSON-serialisable settings that determine the records (a seed,
+        a data subset, the options of a command line), bound into the records'
+        settings like the others. Leave out what does not change a record (an
+        output folder, the resume flag, a progress option): a resume with any
+        other value is refused.
     device : str or torch.device, optional
         Where batches are moved; defaults to the model's device.
     figures_dir : str or Path, optional
-        Where a PNG of the first correctly classified samples is written.
+        Where a PNG of the first attacked samples is written.
     num_figures : int, default 8
         Samples in that figure.
     confidence : float, default 0.95
@@ -194,9 +285,27 @@ def evaluate_robustness(
     Returns
     -------
     EvaluationResult
+        With ``num_evaluated`` and ``num_skipped`` (also ``summary["evaluated"]``
+        and ``summary["skipped"]``).
+
+    Raises
+    ------
+    RecordsMismatchError
+        With ``resume=True``, when the records on disk were produced under
+        other settings, naming each setting that differs; or when they carry no
+        settings (files of an earlier version).
 
     Notes
     -----
+    The settings bound to the records are: the model's class and a hash of its
+    state dict (weights and buffers), the attribution and the attack (class and
+    public attributes, tensors and modules by hash), ``attribution_kwargs``,
+    the metrics, ``k``, ``target``, the type of the data set and a hash of its
+    first sample, and ``run_settings``. A resume over fewer samples than the
+    records hold (a shorter loader) returns the records of those samples only,
+    and the record file keeps only them. The labels of resumed samples are
+    checked against the loader's, which catches most changes of order.
+
     Under ``torch.distributed`` (e.g. ``torchrun``) with ``loader`` a
     ``DataLoader``, each rank evaluates every N-th sample of the order in which
     the loader reads its data in one process, keeps its records in its own file
@@ -218,19 +327,40 @@ def evaluate_robustness(
     >>> def jitter(inputs, target):
     ...     return (inputs + 0.01).clamp(0, 1)
     >>> result = evaluate_robustness(
-    ...     model, data, Saliency(model), jitter, ["topk"], k=10, progress=False
+    ...     model, data, Saliency(model), jitter, ["topk"], k=10,
+    ...     target="predicted", progress=False,
     ... )
-    >>> len(result.records), sorted(result.summary)
-    (4, ['clean_accuracy', 'correct', 'label_kept_rate', 'samples', 'topk'])
+    >>> len(result.records), result.num_evaluated, result.num_skipped
+    (4, 4, 0)
+    >>> sorted(result.summary)  # doctest: +NORMALIZE_WHITESPACE
+    ['clean_accuracy', 'confidence', 'correct', 'evaluated', 'label_kept_rate',
+     'samples', 'skipped', 'topk']
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}.")
-    if isinstance(metrics, str):
+    if isinstance(metrics, str) or not isinstance(metrics, Sequence):
         raise TypeError("`metrics` must be a sequence of metric names, not a str.")
     for name in metrics:
         check_choice(name, METRICS, "metrics")
+    if not metrics:
+        raise ValueError("`metrics` must name at least one metric.")
     check_positive_int(k, "k")
     check_positive_int(num_figures, "num_figures")
+    check_choice(target, TARGETS, "target")
+    for flag_name, flag in (("resume", resume), ("progress", progress)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"`{flag_name}` must be a bool, got {type(flag).__name__}.")
+    check_number(confidence, "confidence", minimum=0.0, maximum=1.0)
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"`confidence` must be in (0, 1), got {confidence}.")
+    if not isinstance(description, str):
+        raise TypeError(
+            f"`description` must be a str, got {type(description).__name__}."
+        )
+    if on_batch is not None and not callable(on_batch):
+        raise TypeError(
+            f"`on_batch` must be callable or None, got {type(on_batch).__name__}."
+        )
     if not (callable(attack) or hasattr(attack, "perturb")):
         raise TypeError(f"`attack` must be callable, got {type(attack).__name__}.")
     if not (callable(attribution) or hasattr(attribution, "attribute")):
@@ -238,26 +368,54 @@ def evaluate_robustness(
             f"`attribution` must be a Captum attribution or a callable, got "
             f"{type(attribution).__name__}."
         )
+    if attribution_kwargs is not None and not isinstance(attribution_kwargs, Mapping):
+        raise TypeError(
+            "`attribution_kwargs` must be a dict or None, got "
+            f"{type(attribution_kwargs).__name__}."
+        )
+    if run_settings is not None and not isinstance(run_settings, Mapping):
+        raise TypeError(
+            "`run_settings` must be a mapping or None, got "
+            f"{type(run_settings).__name__}."
+        )
+    run_settings = dict(run_settings or {})
+    check_json(run_settings, "run_settings")
+    check_records_path(records_path)
     if device is None:
         parameter = next(model.parameters(), None)
         device = parameter.device if parameter is not None else torch.device("cpu")
     device = torch.device(device)
     attribution_kwargs = dict(attribution_kwargs or {})
     rank, world = rank_and_world()
+    original_loader = loader
     if world > 1:
         loader, batch_indices = shard_loader(loader, rank, world)
         shard = {i for batch in batch_indices for i in batch}
     else:
         batch_indices, shard = None, None
-    log = _open_records(records_path, resume, rank, world, shard)
+    total = len(loader) if hasattr(loader, "__len__") else None
+    # The first batch is read ahead: its first sample identifies the data.
+    batches = iter(loader)
+    first = next(batches, None)
+    checked_first = None if first is None else _checked_batch(first, 0, device)
+    settings = _settings(
+        model,
+        attribution,
+        attack,
+        metrics,
+        k,
+        attribution_kwargs,
+        target,
+        _data_settings(original_loader, checked_first, world),
+        run_settings,
+    )
+    log = _open_records(records_path, resume, rank, world, shard, settings)
     figure_batch: dict[str, list[Tensor]] = {}
     # Only the first rank draws figures: one figure per evaluation.
     figures = num_figures if figures_dir is not None and rank == 0 else 0
 
-    def run(batch: Any, indices: list[int]) -> list[Record]:
-        images, labels, masks = _split_batch(batch)
-        images, labels = images.to(device), labels.to(device)
-        masks = None if masks is None else masks.to(device)
+    def run(checked: tuple[Tensor, Tensor, Tensor | None], indices: list[int]):
+        images, labels, masks = checked
         return _evaluate_batch(
             model,
             attribution,
@@ -268,42 +426,48 @@ def evaluate_robustness(
             masks,
             k,
             attribution_kwargs,
+            target,
             indices,
             figure_batch,
             figures,
         )
 
     first_batch = None
-    was_training = model.training
-    model.eval()
-    try:
-        total = len(loader) if hasattr(loader, "__len__") else None
+    seen: set[int] = set()
+    with eval_mode(model):
+        stream = itertools.chain([first], batches) if first is not None else ()
         bar = tqdm(
-            loader, total=total, desc=description, disable=not progress or rank != 0
+            stream, total=total, desc=description, disable=not progress or rank != 0
         )
         start = 0
         for number, batch in enumerate(bar):
-            labels = _split_batch(batch)[1]
+            checked = checked_first if number == 0 else None
+            if checked is None:
+                checked = _checked_batch(batch, number, device)
+            labels = checked[1]
             if batch_indices is None:
                 indices = list(range(start, start + int(labels.shape[0])))
                 start += len(indices)
             else:
                 indices = batch_indices[number]
+            seen.update(indices)
             _check_resumed_labels(log, indices, labels)
             if first_batch is None:
-                first_batch = (batch, indices)
+                first_batch = (checked, indices)
             if all(i in log.records for i in indices):
                 continue
-            new = [r for r in run(batch, indices) if r["index"] not in log.records]
+            new = [r for r in run(checked, indices) if r["index"] not in log.records]
             log.write(new)
             if on_batch is not None and new:
                 on_batch(new)
         if figures and not figure_batch and first_batch is not None:
             # Every batch was resumed from disk: recompute one for the figure.
             run(*first_batch)
-    finally:
-        model.train(was_training)
 
+    if set(log.records) - seen:
+        # A shorter loader than the records': keep only the samples it holds,
+        # so that the returned records, the file and the summary agree.
+        log.rewrite([log.records[i] for i in sorted(seen & set(log.records))])
     records = _merge_ranks(log.sorted_records(), records_path, world)
     summary = summarize(records, metrics, confidence=confidence)
     figure_paths = []
@@ -312,21 +476,74 @@ def evaluate_robustness(
     return EvaluationResult(records=records, summary=summary, figure_paths=figure_paths)
 
 
+def _data_settings(
+    loader: Any,
+    first: tuple[Tensor, Tensor, Tensor | None] | None,
+    world: int,
+) -> dict[str, Any]:
+    """Type of the data and a hash of the first sample in reading order.
+
+    The number of samples is left out on purpose: a run resumed over more or
+    fewer samples of the same data is allowed.
+    """
+    data = getattr(loader, "dataset", loader)
+    digest = None
+    if first is not None:
+        images, labels, _ = first
+        digest = sample_digest(images[0], int(labels[0]))
+    # Rank 0 holds the first sample of the whole order (its shard starts there).
+    digest = broadcast_object(digest, world)
+    kind = type(data)
+    return {"type": f"{kind.__module__}.{kind.__qualname__}", "first_sample": digest}
+
+
+def _settings(
+    model: nn.Module,
+    attribution: Any,
+    attack: Any,
+    metrics: Sequence[str],
+    k: int,
+    attribution_kwargs: dict[str, Any],
+    target: str,
+    data: dict[str, Any],
+    run_settings: dict[str, Any],
+) -> dict[str, Any]:
+    """Everything that determines the records, as comparable JSON."""
+    kind = type(model)
+    cache: dict[int, str] = {}
+    return {
+        "model": {
+            "class": f"{kind.__module__}.{kind.__qualname__}",
+            "weights": module_digest(model, cache),
+        },
+        "attribution": describe(attribution, model, cache),
+        "attribution_kwargs": describe(attribution_kwargs, model, cache),
+        "attack": describe(attack, model, cache),
+        # Their order changes no record.
+        "metrics": sorted(set(metrics)),
+        "k": k,
+        "target": target,
+        "data": data,
+        "run_settings": run_settings,
+    }
+
+
 def _open_records(
     records_path: str | Path | None,
     resume: bool,
     rank: int,
     world: int,
     shard: set[int] | None,
+    settings: dict[str, Any],
 ) -> RecordLog:
     """This rank's record file, holding what earlier runs left for its shard.
 
     Resuming reads the merged file and every rank's file, so a run can go on
     with another number of processes (or in one) without losing or repeating
-    a record. A fresh run removes the files of earlier runs that it would not
-    overwrite, so that a later resume cannot pick up their records.
+    a record; their settings must be this run's. A fresh run removes the files
+    of earlier runs that it would not overwrite, so that a later resume cannot
+    pick up their records.
     """
-    check_records_path(records_path)
     if records_path is None:
         return RecordLog(None)
     own = rank_path(records_path, rank, world)
@@ -336,16 +553,22 @@ def _open_records(
     if resume:
         for path in (merged, *siblings.values()):
             previous.update(read_records(path))
+        if previous:
+            # Every rank reads the same files, so all ranks raise together.
+            check_same_settings(read_settings(merged), settings, merged)
         if shard is not None:
             previous = {i: r for i, r in previous.items() if i in shard}
     # Every rank has read the files before any of them changes.
     synchronize(world)
-    if not resume and rank == 0:
-        stale = [path for r, path in siblings.items() if world == 1 or r >= world]
-        if world > 1:
-            stale.append(merged)
-        for path in stale:
-            path.unlink(missing_ok=True)
+    if rank == 0:
+        if not resume:
+            stale = [path for r, path in siblings.items() if world == 1 or r >= world]
+            if world > 1:
+                stale.append(merged)
+            for path in stale:
+                path.unlink(missing_ok=True)
+        # Written before any record, so no record exists without its settings.
+        write_settings(merged, settings)
     log = RecordLog(own, resume=resume)
     if resume:
         log.rewrite([previous[i] for i in sorted(previous)])
@@ -392,24 +615,35 @@ def _evaluate_batch(
     masks: Tensor | None,
     k: int,
     attribution_kwargs: dict[str, Any],
+    target: str,
     indices: list[int],
     figure_batch: dict[str, list[Tensor]],
     num_figures: int,
 ) -> list[Record]:
     with torch.no_grad():
-        prediction = model(images).argmax(dim=1)
-    perturbed = _run_attack(attack, images, labels)
+        logits = model(images)
+    if not isinstance(logits, Tensor) or logits.dim() != 2:
+        raise TypeError(
+            "`model` must return (B, num_classes) logits, got "
+            f"{tuple(logits.shape) if isinstance(logits, Tensor) else type(logits)}."
+        )
+    check_class_range(labels, logits.shape[1], name="labels")
+    prediction = logits.argmax(dim=1)
+    correct = prediction == labels
+    classes = labels if target == "label" else prediction
+    perturbed = _run_attack(attack, images, classes)
     with torch.no_grad():
         prediction_after = model(perturbed).argmax(dim=1)
-    before = _attribute(attribution, images, labels, **attribution_kwargs)
-    after = _attribute(attribution, perturbed, labels, **attribution_kwargs)
+    before = _attribute(attribution, images, classes, **attribution_kwargs)
+    after = _attribute(attribution, perturbed, classes, **attribution_kwargs)
     scores = _batch_scores(metrics, before, after, masks, k)
     linf = (perturbed - images).flatten(1).abs().amax(dim=1)
 
     columns = {
         "label": labels,
         "prediction": prediction,
-        "correct": prediction == labels,
+        "correct": correct,
+        "attacked": correct if target == "label" else torch.ones_like(correct),
         "label_kept": prediction_after == prediction,
         "linf": linf,
         **scores,
@@ -438,7 +672,7 @@ def _collect_figure_samples(
     records: list[Record],
 ) -> None:
     have = sum(t.shape[0] for t in figure_batch.get("images", []))
-    rows = [i for i, r in enumerate(records) if r["correct"]][: num_figures - have]
+    rows = [i for i, r in enumerate(records) if r["attacked"]][: num_figures - have]
     if not rows:
         return
     index = torch.tensor(rows, device=images.device)

@@ -127,8 +127,10 @@ def test_resume_with_changed_order_is_refused(tmp_path):
         progress=False,
     )
     reordered = make_loader()
-    images, labels, masks = reordered[0]
-    reordered[0] = (images, (labels + 1) % 3, masks)
+    # The first sample is unchanged (it is part of the settings); a later
+    # batch's labels say the order changed.
+    images, labels, masks = reordered[1]
+    reordered[1] = (images, (labels + 1) % 3, masks)
     with pytest.raises(ValueError, match="same order"):
         evaluate_robustness(
             model,
