@@ -53,7 +53,9 @@ def check_float_tensors(tensors: Sequence[Tensor], name: str) -> None:
 def check_finite(tensors: Sequence[Tensor], name: str) -> None:
     """Reject NaN and inf. This costs one host synchronisation per call."""
     # min and max propagate NaN and expose inf, in one pass without a mask copy.
-    extremes = torch.stack([torch.stack(torch.aminmax(t)).float() for t in tensors])
+    # Widening to float64 is exact for every floating dtype; a cast to float32
+    # would turn finite float64 values beyond 3.4e38 into inf.
+    extremes = torch.stack([torch.stack(torch.aminmax(t)).double() for t in tensors])
     if not bool(torch.isfinite(extremes).all()):
         raise ValueError(f"`{name}` contains NaN or inf values.")
 

@@ -3,6 +3,34 @@
 Functional metrics take attributions (a Tensor (B, ...) or a tuple of them) and
 return one value per sample, shape (B,), on the input's device. Streaming
 classes accumulate them over batches and across distributed ranks.
+
+Every metric first turns an attribution into a map (``flatten_attribution``,
+``spatial_attribution``): absolute value, channel reduction, flattening. Two
+attributions are comparable when their maps agree in shape, so a Grad-CAM map
+(B, 1, H, W) or (B, H, W) compares with a Saliency map (B, 3, H, W). The
+reduction is overflow-safe: a sample whose channel sum would overflow is first
+divided by a power of two, which changes no rank, tie or scale-free score.
+
+Degenerate maps. A map that carries no ranking or placement information gives
+NaN for that sample, never a perfect or an arbitrary score:
+
+- metrics that rank or pick pixels (``topk_intersection``, ``kendall_tau``,
+  ``spearman_correlation``, ``pointing_game``, ``relevance_rank_accuracy``,
+  ``mask_iou`` with ``threshold_mode="top_fraction"``) give NaN where a map is
+  constant, all zero included: no pixel ranks above another, and a tie rule
+  would report 1.0 for two zero maps or the verdict of the first pixel;
+- metrics that weigh pixels by their mass or peak (``center_of_mass``,
+  ``center_of_mass_shift``, ``silhouette_overlap``, ``mask_iou`` with
+  ``threshold_mode="max_fraction"``) give NaN where the mass or peak is zero.
+  A uniform non-zero map is a real answer for them (the image centre, the
+  object's share of the image, every pixel predicted).
+
+The map is taken after the absolute value (``abs=True``) or, for mask scores,
+after negative values are clipped. ObAlEx reports an overlap of 0 for
+``sum(E) = 0``; here NaN is used instead, because 0 would count a dead
+explanation (vanishing gradients) as a confident miss and bias every mean,
+while a NaN sample is left out of the streaming means and counted in their
+``nan_count``.
 """
 
 from captum_robust.metrics._center import center_of_mass, center_of_mass_shift

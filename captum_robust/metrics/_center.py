@@ -14,14 +14,24 @@ from captum_robust.metrics._pairwise import spatial_pair
 
 
 def center_of_mass_map(maps: Tensor) -> Tensor:
-    """(row, column) center of mass of (B, H, W) maps; NaN for an all-zero map."""
+    """(row, column) center of mass of (B, H, W) maps; NaN where the mass is zero.
+
+    Each map is divided by its largest magnitude first: the center does not
+    change, and the sums of H * W values (times a coordinate) cannot overflow
+    however large the attributions are. The scale is detached: the center does
+    not depend on it, and attacks differentiate this function.
+    """
     _, height, width = maps.shape
+    peak = maps.detach().abs().amax(dim=(1, 2), keepdim=True)
+    maps = maps / torch.where(peak > 0, peak, torch.ones_like(peak))
     rows = torch.arange(height, device=maps.device, dtype=maps.dtype)
     cols = torch.arange(width, device=maps.device, dtype=maps.dtype)
     mass = maps.sum(dim=(1, 2))
     row = (maps.sum(dim=2) * rows).sum(dim=1) / mass
     col = (maps.sum(dim=1) * cols).sum(dim=1) / mass
-    return torch.stack((row, col), dim=1)
+    center = torch.stack((row, col), dim=1)
+    # Signed maps can have zero mass without being zero: x / 0 would give inf.
+    return center.masked_fill((mass == 0).unsqueeze(1), float("nan"))
 
 
 def center_of_mass(
@@ -46,7 +56,9 @@ def center_of_mass(
     -------
     Tensor
         Shape (B, 2): (row, column) in pixels, 0-based. NaN for a sample whose
-        map sums to zero (its center is undefined).
+        map sums to zero (an all-zero map, or with ``abs=False`` a signed map
+        whose values cancel): its center is undefined. A uniform non-zero map
+        has a center, the middle of the image.
 
     Examples
     --------
@@ -78,7 +90,9 @@ def center_of_mass_shift(
     Parameters
     ----------
     attr_a, attr_b : Tensor
-        Image attributions of one shape, (B, C, H, W) or (B, H, W).
+        Image attributions, (B, C, H, W) or (B, H, W), whose maps agree in shape
+        after the channel reduction: a (B, 1, H, W) Grad-CAM map compares with a
+        (B, 3, H, W) Saliency map.
     abs : bool, default True
         Weight pixels by magnitude.
     channel_reduction : {"sum", "mean", "max"}, default "sum"
@@ -87,7 +101,8 @@ def center_of_mass_shift(
     Returns
     -------
     Tensor
-        Shape (B,), in pixels; NaN where either map sums to zero.
+        Shape (B,), in pixels; NaN where either map sums to zero (no center),
+        such as an all-zero map from dead gradients.
 
     Examples
     --------

@@ -97,7 +97,9 @@ def kendall_tau(
     ----------
     attr_a, attr_b : Tensor or tuple of Tensor
         Attributions of the same structure, as Captum returns them: (B, C, H, W),
-        (B, ...) or a tuple of such tensors.
+        (B, ...) or a tuple of such tensors. Their maps must agree in shape after
+        the channel reduction, so a (B, 1, H, W) or (B, H, W) Grad-CAM map
+        compares with a (B, 3, H, W) Saliency map.
     abs : bool, default True
         Compare magnitudes (the convention of Chen et al. and Ghorbani et al.).
     channel_reduction : {"sum", "mean", "max", "none"}, default "sum"
@@ -106,8 +108,10 @@ def kendall_tau(
     Returns
     -------
     Tensor
-        Shape (B,), in [-1, 1]; NaN for a sample where either map is constant,
-        as scipy returns. float64 inputs give float64, others float32.
+        Shape (B,), in [-1, 1]; NaN for a sample where either map is constant
+        after the absolute value and channel reduction (an all-zero map
+        included), as scipy returns: its ranks are undefined. float64 inputs
+        give float64, others float32.
 
     Examples
     --------
@@ -139,7 +143,8 @@ def spearman_correlation(
     Parameters
     ----------
     attr_a, attr_b : Tensor or tuple of Tensor
-        Attributions of the same structure: (B, C, H, W), (B, ...) or a tuple.
+        Attributions of the same structure: (B, C, H, W), (B, ...) or a tuple,
+        whose maps agree in shape after the channel reduction.
     abs : bool, default True
         Compare magnitudes.
     channel_reduction : {"sum", "mean", "max", "none"}, default "sum"
@@ -148,7 +153,8 @@ def spearman_correlation(
     Returns
     -------
     Tensor
-        Shape (B,), in [-1, 1]; NaN where either map is constant.
+        Shape (B,), in [-1, 1]; NaN where either map is constant (an all-zero
+        map included), as scipy returns.
 
     Examples
     --------

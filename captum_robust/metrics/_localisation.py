@@ -8,20 +8,28 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from captum_robust._utils.validation import (
-    check_choice,
-    check_number,
-    check_same_device,
-)
+from captum_robust._utils.validation import check_number, check_same_device
 from captum_robust.metrics._maps import (
     ChannelReduction,
     TensorOrTuple,
+    check_option,
     prepare_mask,
     spatial_attribution,
 )
-from captum_robust.metrics._topk import topk_mask
+from captum_robust.metrics._topk import constant_rows, topk_mask
 
 ThresholdMode = Literal["max_fraction", "top_fraction"]
+THRESHOLD_MODES = ("max_fraction", "top_fraction")
+_NAN = float("nan")
+
+
+def check_threshold(threshold: object, threshold_mode: object) -> float:
+    """Validate ``mask_iou``'s threshold options; returns the threshold."""
+    check_option(threshold_mode, THRESHOLD_MODES, "threshold_mode")
+    value = check_number(threshold, "threshold", minimum=0.0, maximum=1.0)
+    if value == 0.0:
+        raise ValueError("`threshold` must be in (0, 1], got 0.0.")
+    return value
 
 
 def _map_and_mask(
@@ -50,9 +58,15 @@ def silhouette_overlap(
 ) -> Tensor:
     """Share of the explanation's mass that falls inside the object mask.
 
-    Nguyen et al.'s "right for the right reason" score, ``sum(E * M) / sum(E)``,
-    0 for an all-zero map. It is scale-free, so maps need no normalisation
-    first. Quantus calls the same quantity AttributionLocalisation.
+    Nguyen et al.'s "right for the right reason" score, ``sum(E * M) / sum(E)``.
+    It is scale-free, so maps need no normalisation first. Quantus calls the
+    same quantity AttributionLocalisation.
+
+    An all-zero map (after the absolute value or the clipping of negative
+    values) gives NaN: it puts no mass anywhere, so no share of it lies on the
+    object. ObAlEx reports 0 there; 0 would count a dead explanation as a
+    confident miss and pull the mean down, whereas NaN lets the streaming
+    metrics leave the sample out and count it in ``nan_count``.
 
     Parameters
     ----------
@@ -69,7 +83,7 @@ def silhouette_overlap(
     Returns
     -------
     Tensor
-        Shape (B,), values in [0, 1].
+        Shape (B,), values in [0, 1]; NaN where the map is all zero.
 
     Examples
     --------
@@ -81,9 +95,12 @@ def silhouette_overlap(
     tensor([0.7500])
     """
     maps, binary = _map_and_mask(attributions, mask, abs, channel_reduction)
+    # Dividing by the peak keeps the sum of H * W values finite at any scale.
+    peak = maps.amax(dim=1, keepdim=True)
+    maps = maps / torch.where(peak > 0, peak, torch.ones_like(peak))
     total = maps.sum(dim=1)
     inside = (maps * binary).sum(dim=1)
-    return torch.where(total > 0, inside / total, torch.zeros_like(total))
+    return torch.where(total > 0, inside / total, torch.full_like(total, _NAN))
 
 
 def pointing_game(
@@ -96,7 +113,9 @@ def pointing_game(
     """1 where the map's maximum lies inside the object mask, else 0.
 
     When several pixels share the maximum, the first in row-major order
-    counts, so the result is deterministic.
+    counts, so the result is deterministic. A constant map (all zero, say)
+    has no peak to point with and gives NaN rather than the verdict of its
+    first pixel.
 
     Parameters
     ----------
@@ -112,7 +131,7 @@ def pointing_game(
     Returns
     -------
     Tensor
-        Shape (B,), values 0.0 or 1.0.
+        Shape (B,), values 0.0 or 1.0; NaN where the map is constant.
 
     Examples
     --------
@@ -124,7 +143,8 @@ def pointing_game(
     """
     maps, binary = _map_and_mask(attributions, mask, abs, channel_reduction)
     peak = maps.argmax(dim=1, keepdim=True)
-    return binary.gather(1, peak).squeeze(1).to(maps.dtype)
+    hit = binary.gather(1, peak).squeeze(1).to(maps.dtype)
+    return hit.masked_fill(constant_rows(maps), _NAN)
 
 
 def relevance_rank_accuracy(
@@ -137,7 +157,8 @@ def relevance_rank_accuracy(
     """Share of the |M| highest-ranked pixels that lie inside the mask M.
 
     Arras et al.'s relevance rank accuracy, with |M| the number of object
-    pixels of each sample; ties at the cut go to the lowest flat index.
+    pixels of each sample; ties at the cut go to the lowest flat index. A
+    constant map ranks no pixel above another and gives NaN.
 
     Parameters
     ----------
@@ -153,7 +174,7 @@ def relevance_rank_accuracy(
     Returns
     -------
     Tensor
-        Shape (B,), values in [0, 1].
+        Shape (B,), values in [0, 1]; NaN where the map is constant.
 
     Examples
     --------
@@ -166,7 +187,8 @@ def relevance_rank_accuracy(
     maps, binary = _map_and_mask(attributions, mask, abs, channel_reduction)
     object_size = binary.sum(dim=1)
     top = topk_mask(maps, object_size)
-    return (top & binary).sum(dim=1).to(maps.dtype) / object_size
+    accuracy = (top & binary).sum(dim=1).to(maps.dtype) / object_size
+    return accuracy.masked_fill(constant_rows(maps), _NAN)
 
 
 def mask_iou(
@@ -203,8 +225,11 @@ def mask_iou(
     Returns
     -------
     Tensor
-        Shape (B,), values in [0, 1]; 0 for an all-zero map in
-        ``"max_fraction"`` mode (nothing is predicted).
+        Shape (B,), values in [0, 1]. NaN for an all-zero map in
+        ``"max_fraction"`` mode (no peak to take a fraction of) and for a
+        constant map in ``"top_fraction"`` mode (no pixel ranks above another).
+        A uniform non-zero map predicts every pixel in ``"max_fraction"``
+        mode, a genuine answer.
 
     Examples
     --------
@@ -214,17 +239,17 @@ def mask_iou(
     >>> mask_iou(attr, torch.tensor([[[1, 0], [1, 0]]]), threshold=0.5)
     tensor([0.3333])
     """
-    check_choice(threshold_mode, ("max_fraction", "top_fraction"), "threshold_mode")
-    threshold = check_number(threshold, "threshold", minimum=0.0, maximum=1.0)
-    if threshold == 0.0:
-        raise ValueError("`threshold` must be in (0, 1], got 0.0.")
+    threshold = check_threshold(threshold, threshold_mode)
     maps, binary = _map_and_mask(attributions, mask, abs, channel_reduction)
     if threshold_mode == "max_fraction":
         peak = maps.amax(dim=1, keepdim=True)
         predicted = (maps >= threshold * peak) & (maps > 0)
+        undefined = peak.squeeze(1) == 0
     else:
         count = min(maps.shape[1], math.ceil(threshold * maps.shape[1]))
         predicted = topk_mask(maps, count)
+        undefined = constant_rows(maps)
     intersection = (predicted & binary).sum(dim=1)
     union = (predicted | binary).sum(dim=1)
-    return intersection.to(maps.dtype) / union.to(maps.dtype)
+    iou = intersection.to(maps.dtype) / union.to(maps.dtype)
+    return iou.masked_fill(undefined, _NAN)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -10,7 +12,6 @@ from torch import Tensor
 from captum_robust._utils.validation import (
     as_tensor_tuple,
     check_choice,
-    check_finite,
     check_float_tensors,
     check_same_device,
 )
@@ -25,12 +26,86 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _reduce(t: Tensor, abs: bool, channel_reduction: str) -> Tensor:
+def check_flag(value: object, name: str) -> bool:
+    """A boolean option must be a bool: ``abs="no"`` is a mistake, not True."""
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a bool, got {type(value).__name__}.")
+    return value
+
+
+def check_option(value: object, choices: Sequence[str], name: str) -> str:
+    """A string option must be a str and one of ``choices``."""
+    if not isinstance(value, str):
+        allowed = ", ".join(repr(c) for c in choices)
+        raise TypeError(
+            f"`{name}` must be a str (one of {allowed}), got {type(value).__name__}."
+        )
+    check_choice(value, choices, name)
+    return value
+
+
+def check_map_options(abs: object, channel_reduction: object) -> None:
+    """The two options every metric shares."""
+    check_flag(abs, "abs")
+    check_option(channel_reduction, CHANNEL_REDUCTIONS, "channel_reduction")
+
+
+def reduced_shape(t: Tensor, channel_reduction: str) -> tuple[int, ...]:
+    """Shape of ``t`` once its channel axis (if any) is reduced."""
+    if t.dim() >= 4 and channel_reduction != "none":
+        return (t.shape[0], *t.shape[2:])
+    return tuple(t.shape)
+
+
+def _finite_peaks(tensors: Sequence[Tensor], name: str) -> list[float]:
+    """Largest magnitude of each tensor; rejects NaN and inf.
+
+    One host synchronisation for the whole tuple. The extremes are widened to
+    float64, which holds every value of every floating dtype exactly, so finite
+    float64 values beyond the float32 range pass.
+    """
+    extremes = torch.stack(
+        [torch.stack(torch.aminmax(t)).double() for t in tensors]
+    ).tolist()
+    if not all(math.isfinite(lo) and math.isfinite(hi) for lo, hi in extremes):
+        raise ValueError(f"`{name}` contains NaN or inf values.")
+    return [max(-lo, hi) for lo, hi in extremes]
+
+
+def _prescaled(t: Tensor, peak: float) -> Tensor:
+    """``t`` with each sample scaled so that a sum over its channels is finite.
+
+    A sum of C values of magnitude up to ``peak`` overflows only when ``C * peak``
+    nears the dtype's maximum; the check is on the host, so the common case costs
+    nothing. Otherwise each sample whose channel sum could overflow is divided by
+    the smallest power of two that makes room for it: exact, so ranks, ties,
+    centres of mass and every scale-free score are unchanged.
+    """
+    info = torch.finfo(t.dtype)
+    channels = t.shape[1]
+    if peak * channels <= info.max / 2:
+        return t
+    magnitude = t.abs().amax(dim=tuple(range(1, t.dim())))
+    # magnitude < 2**exponent; after the shift, C values sum to < 2**(maxexp - 1).
+    _, exponent = torch.frexp(magnitude)
+    room = math.frexp(info.max)[1] - 1 - math.ceil(math.log2(channels))
+    shift = (exponent - room).clamp(min=0)
+    return torch.ldexp(t, -shift.view(-1, *(1,) * (t.dim() - 1)))
+
+
+def _reduce(
+    t: Tensor, abs: bool, channel_reduction: str, peak: float | None = None
+) -> Tensor:
     t = t.to(compute_dtype(t.dtype))
     if abs:
         t = t.abs()
     # Only (B, C, *spatial) tensors have a channel axis; (B, N) and (B, H, W) do not.
     if t.dim() >= 4 and channel_reduction != "none":
+        if t.shape[1] == 1:
+            # One channel: every reduction is the identity, and a view copies nothing.
+            return t[:, 0]
+        if channel_reduction in ("sum", "mean") and peak is not None:
+            t = _prescaled(t, peak)
         if channel_reduction == "sum":
             t = t.sum(dim=1)
         elif channel_reduction == "mean":
@@ -41,15 +116,24 @@ def _reduce(t: Tensor, abs: bool, channel_reduction: str) -> Tensor:
 
 
 def _validated(
-    attributions: object, name: str, channel_reduction: str, validate: bool
-) -> tuple[Tensor, ...]:
+    attributions: object,
+    name: str,
+    abs: object,
+    channel_reduction: object,
+    validate: object,
+) -> tuple[tuple[Tensor, ...], list[float | None]]:
+    """The attribution as a tuple, and each tensor's peak magnitude when checked."""
+    check_flag(validate, "validate")
+    if not isinstance(name, str):
+        raise TypeError(f"`name` must be a str, got {type(name).__name__}.")
     tensors = as_tensor_tuple(attributions, name)
+    peaks: list[float | None] = [None] * len(tensors)
     if validate:
-        check_choice(channel_reduction, CHANNEL_REDUCTIONS, "channel_reduction")
+        check_map_options(abs, channel_reduction)
         check_float_tensors(tensors, name)
         check_same_device(**{name: tensors})
-        check_finite(tensors, name)
-    return tensors
+        peaks = list(_finite_peaks(tensors, name))
+    return tensors, peaks
 
 
 def flatten_attribution(
@@ -65,7 +149,11 @@ def flatten_attribution(
     The steps, in order: absolute value (``abs=True``), reduction over the channel
     axis (dimension 1 of tensors with four or more dimensions), flattening, and
     concatenation of the tensors of a tuple. float16 and bfloat16 are widened to
-    float32; float64 stays float64.
+    float32; float64 stays float64. When a channel sum or mean would overflow
+    (values near the dtype's maximum), the samples concerned are first divided
+    by the smallest power of two that avoids it, which is exact and leaves
+    every rank and scale-free score unchanged; the check uses the extremes
+    found by validation, so ``validate=False`` skips it.
 
     Parameters
     ----------
@@ -73,12 +161,13 @@ def flatten_attribution(
         What a Captum ``attribute`` call returns: shape (B, ...) or a tuple of
         such tensors with one batch size.
     abs : bool, default True
-        Rank by magnitude, as Ghorbani et al. and Chen et al. do.
+        Rank by magnitude, as Ghorbani et al. and Chen et al. do. Must be a bool.
     channel_reduction : {"sum", "mean", "max", "none"}, default "sum"
         How channels of a (B, C, H, W) attribution are merged; "none" keeps every
         channel as its own feature.
     validate : bool, default True
-        Check types, shapes, devices and finiteness (one host synchronisation).
+        Check options, types, shapes, devices and finiteness (one host
+        synchronisation).
     name : str, default "attributions"
         Argument name used in error messages.
 
@@ -97,8 +186,11 @@ def flatten_attribution(
     >>> flatten_attribution((attr, torch.randn(2, 5))).shape
     torch.Size([2, 69])
     """
-    tensors = _validated(attributions, name, channel_reduction, validate)
-    flat = [_reduce(t, abs, channel_reduction).flatten(1) for t in tensors]
+    tensors, peaks = _validated(attributions, name, abs, channel_reduction, validate)
+    flat = [
+        _reduce(t, abs, channel_reduction, peak).flatten(1)
+        for t, peak in zip(tensors, peaks)
+    ]
     if len(flat) == 1:
         return flat[0]
     dtype = flat[0].dtype
@@ -125,11 +217,12 @@ def spatial_attribution(
     attributions : Tensor or tuple of one Tensor
         Shape (B, C, H, W) or (B, H, W).
     abs : bool, default True
-        Take magnitudes before reducing channels.
+        Take magnitudes before reducing channels. Must be a bool.
     channel_reduction : {"sum", "mean", "max"}, default "sum"
         How channels are merged; "none" is accepted only for one channel.
     validate : bool, default True
-        Check types, shapes, devices and finiteness (one host synchronisation).
+        Check options, types, shapes, devices and finiteness (one host
+        synchronisation); overflow-safe reduction as in ``flatten_attribution``.
     name : str, default "attributions"
         Argument name used in error messages.
 
@@ -145,7 +238,7 @@ def spatial_attribution(
     >>> spatial_attribution(torch.randn(4, 3, 16, 16)).shape
     torch.Size([4, 16, 16])
     """
-    tensors = _validated(attributions, name, channel_reduction, validate)
+    tensors, peaks = _validated(attributions, name, abs, channel_reduction, validate)
     if len(tensors) != 1:
         raise TypeError(
             f"`{name}` must be a single Tensor (B, C, H, W) or (B, H, W) for a "
@@ -164,7 +257,7 @@ def spatial_attribution(
                 "'max'."
             )
         return _reduce(t, abs, "sum")
-    return _reduce(t, abs, channel_reduction)
+    return _reduce(t, abs, channel_reduction, peaks[0])
 
 
 def prepare_mask(

@@ -2,7 +2,9 @@
 
 Each class keeps a running sum, sum of squares and count in float64, which
 reduce by summation across distributed ranks, and returns the mean with a
-Student-t confidence interval.
+Student-t confidence interval. Samples whose score is NaN (a degenerate map,
+see :mod:`captum_robust.metrics`) are left out of these and counted in
+``nan_count``.
 """
 
 from __future__ import annotations
@@ -15,15 +17,18 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from captum_robust._utils.validation import check_number
+from captum_robust._utils.validation import check_number, check_positive_int
 from captum_robust.metrics._center import center_of_mass_shift
 from captum_robust.metrics._correlation import kendall_tau, spearman_correlation
 from captum_robust.metrics._localisation import (
+    ThresholdMode,
+    check_threshold,
     mask_iou,
     pointing_game,
     relevance_rank_accuracy,
     silhouette_overlap,
 )
+from captum_robust.metrics._maps import ChannelReduction, check_map_options
 from captum_robust.metrics._topk import topk_intersection
 
 
@@ -31,12 +36,18 @@ class PerSampleMean(Metric):
     """Mean of a per-sample score over every batch seen, with its spread.
 
     Subclasses set ``score_fn``, a function returning a (B,) tensor. Samples
-    whose score is NaN (undefined, such as a rank correlation of a constant map)
-    are counted apart in ``nan_count`` and left out of the mean.
+    whose score is NaN are undefined, not bad: a map with no ranking or
+    placement information (all zero after the absolute value and channel
+    reduction, or constant for a metric that ranks pixels). They are left out
+    of the mean, standard deviation and interval, and counted apart.
 
-    ``compute()`` returns a dict of 0-dim tensors: ``mean``, ``std`` (sample
-    standard deviation), ``count``, ``nan_count``, ``ci_low`` and ``ci_high``
-    (the Student-t interval of the mean at ``confidence``).
+    ``compute()`` returns a dict of 0-dim float64 tensors: ``mean``, ``std``
+    (sample standard deviation), ``count`` (samples with a defined score),
+    ``nan_count`` (samples skipped as NaN), ``ci_low`` and ``ci_high`` (the
+    Student-t interval of the mean at ``confidence``). The running
+    ``nan_count`` is also the metric state of that name (``metric.nan_count``),
+    summed across ranks like the others; ``count + nan_count`` is the number of
+    samples seen. With no defined sample, ``mean`` and the interval are NaN.
     """
 
     full_state_update = False
@@ -89,6 +100,9 @@ class PerSampleMean(Metric):
 class TopKIntersection(PerSampleMean):
     """Streaming mean of :func:`topk_intersection` over batches.
 
+    Samples where either map is constant (all zero, say) have no top-k set;
+    they are skipped and counted in ``compute()["nan_count"]``.
+
     Parameters
     ----------
     k : int
@@ -109,6 +123,9 @@ class TopKIntersection(PerSampleMean):
     >>> metric.update(torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[1.0, 2.0, 3.0]]))
     >>> metric.compute()["mean"]
     tensor(0.7500, dtype=torch.float64)
+    >>> metric.update(torch.zeros(1, 3), torch.tensor([[1.0, 2.0, 3.0]]))
+    >>> metric.compute()["nan_count"]
+    tensor(1., dtype=torch.float64)
     """
 
     higher_is_better = True
@@ -119,10 +136,14 @@ class TopKIntersection(PerSampleMean):
         k: int,
         *,
         abs: bool = True,
-        channel_reduction: str = "sum",
+        channel_reduction: ChannelReduction = "sum",
         confidence: float = 0.95,
         **kwargs: Any,
     ) -> None:
+        # Checked here so that a bad option fails at once, not at the first
+        # update; k's upper bound depends on the maps and is checked there.
+        check_positive_int(k, "k")
+        check_map_options(abs, channel_reduction)
         score_kwargs = dict(k=k, abs=abs, channel_reduction=channel_reduction)
         super().__init__(confidence=confidence, score_kwargs=score_kwargs, **kwargs)
 
@@ -132,10 +153,11 @@ class _PairScore(PerSampleMean):
         self,
         *,
         abs: bool = True,
-        channel_reduction: str = "sum",
+        channel_reduction: ChannelReduction = "sum",
         confidence: float = 0.95,
         **kwargs: Any,
     ) -> None:
+        check_map_options(abs, channel_reduction)
         score_kwargs = dict(abs=abs, channel_reduction=channel_reduction)
         super().__init__(confidence=confidence, score_kwargs=score_kwargs, **kwargs)
 
@@ -265,12 +287,14 @@ class MaskIoU(PerSampleMean):
         self,
         *,
         threshold: float = 0.5,
-        threshold_mode: str = "max_fraction",
+        threshold_mode: ThresholdMode = "max_fraction",
         abs: bool = True,
-        channel_reduction: str = "sum",
+        channel_reduction: ChannelReduction = "sum",
         confidence: float = 0.95,
         **kwargs: Any,
     ) -> None:
+        check_threshold(threshold, threshold_mode)
+        check_map_options(abs, channel_reduction)
         score_kwargs = dict(
             threshold=threshold,
             threshold_mode=threshold_mode,

@@ -70,19 +70,36 @@ def _top_indices_in_chunks(
     return torch.cat([top for top, _ in parts]), torch.cat([flag for _, flag in parts])
 
 
+def constant_rows(maps: Tensor) -> Tensor:
+    """True for each row of a (B, N) map whose values are all equal."""
+    low, high = maps.aminmax(dim=1)
+    return low == high
+
+
 def topk_intersection_flat(
-    map_a: Tensor, map_b: Tensor, k: int, magnitude: bool = False
+    map_a: Tensor,
+    map_b: Tensor,
+    k: int,
+    magnitude: bool = False,
+    constant_nan: bool = False,
 ) -> Tensor:
     """Share of the k top entries that two (B, N) maps have in common.
 
-    ``magnitude=True`` ranks ``map.abs()``.
+    ``magnitude=True`` ranks ``map.abs()``. ``constant_nan=True`` gives NaN for
+    rows where either map is constant (no top-k set to speak of); otherwise the
+    tie rule picks the lowest indices there too.
     """
     n = map_a.shape[1]
+    dtype = map_a.dtype if map_a.dtype == torch.float64 else torch.float32
     if map_a.device.type != "cpu" or k == n:
         if magnitude:
             map_a, map_b = map_a.abs(), map_b.abs()
         common = (topk_mask(map_a, k) & topk_mask(map_b, k)).sum(dim=1)
-        return common.to(map_a.dtype) / k
+        result = common.to(dtype) / k
+        if constant_nan:
+            undefined = constant_rows(map_a) | constant_rows(map_b)
+            result = result.masked_fill(undefined, float("nan"))
+        return result
     # CPU: integer keys select faster than floats, and the intersection of two
     # sets of k indices is found among 2k sorted indices, not over all N.
     top_a, ambiguous_a = _top_indices_in_chunks(map_a, k, magnitude)
@@ -92,13 +109,20 @@ def topk_intersection_flat(
     # Reading the flags is free on the CPU. Rows with a tie at the cut take the
     # deterministic rule of topk_mask.
     tied = (ambiguous_a | ambiguous_b).nonzero().flatten()
+    result = common.to(dtype) / k
     if len(tied):
         rows_a, rows_b = map_a[tied], map_b[tied]
         if magnitude:
             rows_a, rows_b = rows_a.abs(), rows_b.abs()
-        common[tied] = (topk_mask(rows_a, k) & topk_mask(rows_b, k)).sum(dim=1)
-    dtype = map_a.dtype if map_a.dtype == torch.float64 else torch.float32
-    return common.to(dtype) / k
+        tied_common = (topk_mask(rows_a, k) & topk_mask(rows_b, k)).sum(dim=1)
+        tied_result = tied_common.to(dtype) / k
+        # A constant row ties at every place, so it is always among these rows:
+        # the check costs nothing on rows without a tie at the cut.
+        if constant_nan:
+            undefined = constant_rows(rows_a) | constant_rows(rows_b)
+            tied_result = tied_result.masked_fill(undefined, float("nan"))
+        result[tied] = tied_result
+    return result
 
 
 def topk_intersection(
@@ -118,7 +142,9 @@ def topk_intersection(
     Parameters
     ----------
     attr_a, attr_b : Tensor or tuple of Tensor
-        Attributions of the same structure: (B, C, H, W), (B, ...) or a tuple.
+        Attributions of the same structure: (B, C, H, W), (B, ...) or a tuple,
+        whose maps agree in shape after the channel reduction ((B, 1, H, W)
+        against (B, 3, H, W) is fine).
     k : int
         Number of top features, 1 <= k <= N (N features per sample after the
         channel reduction). The papers use 100 for 28x28 to 32x32 images and
@@ -131,7 +157,10 @@ def topk_intersection(
     Returns
     -------
     Tensor
-        Shape (B,), values in [0, 1].
+        Shape (B,), values in [0, 1]; NaN for a sample where either map is
+        constant after the absolute value and channel reduction (an all-zero map
+        from dead gradients, say): it has no top-k features, and the tie rule
+        would otherwise report an arbitrary overlap (1.0 for two zero maps).
 
     Examples
     --------
@@ -141,14 +170,16 @@ def topk_intersection(
     >>> b = torch.tensor([[4.0, 1.0, 3.0, 2.0]])
     >>> topk_intersection(a, b, k=2)
     tensor([0.5000])
+    >>> topk_intersection(torch.zeros(1, 4), b, k=2)
+    tensor([nan])
     """
+    check_positive_int(k, "k")
     map_a, map_b, magnitude = flat_pair_for_ranking(
         attr_a, attr_b, abs, channel_reduction
     )
-    check_positive_int(k, "k")
     n = map_a.shape[1]
     if k > n:
         raise ValueError(
             f"`k` must be at most the number of features per sample ({n}), got {k}."
         )
-    return topk_intersection_flat(map_a, map_b, k, magnitude)
+    return topk_intersection_flat(map_a, map_b, k, magnitude, constant_nan=True)

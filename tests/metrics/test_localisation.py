@@ -37,9 +37,12 @@ def test_silhouette_overlap_formula(batch):
     np.testing.assert_allclose(same.numpy(), expected, rtol=1e-5)
 
 
-def test_silhouette_overlap_zero_map_is_zero_and_negative_clipped():
+def test_silhouette_overlap_zero_map_is_nan_and_negative_clipped():
     mask = torch.tensor([[[1, 0], [0, 0]]])
-    assert silhouette_overlap(torch.zeros(1, 2, 2), mask).item() == 0.0
+    # No mass, no share of it on the object: NaN (ObAlEx would report 0).
+    assert silhouette_overlap(torch.zeros(1, 2, 2), mask).isnan().all()
+    # With abs=False an all-negative map is all zero once clipped.
+    assert silhouette_overlap(-torch.ones(1, 2, 2), mask, abs=False).isnan().all()
     signed = torch.tensor([[[1.0, -5.0], [1.0, 0.0]]])
     assert silhouette_overlap(signed, mask, abs=False).item() == pytest.approx(0.5)
     assert silhouette_overlap(signed, mask).item() == pytest.approx(1 / 7)
@@ -53,9 +56,12 @@ def test_pointing_game_formula(batch):
 
 
 def test_pointing_game_ties_take_first_pixel():
-    attr = torch.tensor([[[2.0, 2.0]]])
-    assert pointing_game(attr, torch.tensor([[[1, 0]]])).item() == 1.0
-    assert pointing_game(attr, torch.tensor([[[0, 1]]])).item() == 0.0
+    attr = torch.tensor([[[2.0, 2.0, 1.0]]])
+    assert pointing_game(attr, torch.tensor([[[1, 0, 0]]])).item() == 1.0
+    assert pointing_game(attr, torch.tensor([[[0, 1, 0]]])).item() == 0.0
+    # A constant map has no peak: NaN, not the verdict of its first pixel.
+    flat = torch.tensor([[[2.0, 2.0]], [[0.0, 0.0]]])
+    assert pointing_game(flat, torch.tensor([[[1, 0]], [[1, 0]]])).isnan().all()
 
 
 def test_relevance_rank_accuracy_formula(batch):
@@ -95,8 +101,15 @@ def test_mask_iou_top_fraction_formula(batch):
     np.testing.assert_allclose(result.numpy(), expected, rtol=1e-6)
 
 
-def test_mask_iou_of_zero_map_is_zero():
-    assert mask_iou(torch.zeros(1, 2, 2), torch.tensor([[[1, 0], [0, 0]]])).item() == 0
+def test_mask_iou_of_degenerate_maps():
+    mask = torch.tensor([[[1, 0], [0, 0]]])
+    assert mask_iou(torch.zeros(1, 2, 2), mask).isnan().all()
+    # A uniform map predicts every pixel under max_fraction: 1 of 4 pixels.
+    assert mask_iou(torch.ones(1, 2, 2), mask).item() == 0.25
+    # Under top_fraction it ranks no pixel above another.
+    top = mask_iou(torch.ones(1, 2, 2), mask, threshold_mode="top_fraction")
+    assert top.isnan().all()
+    assert relevance_rank_accuracy(torch.ones(1, 2, 2), mask).isnan().all()
 
 
 @pytest.mark.parametrize(

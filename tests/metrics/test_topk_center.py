@@ -18,6 +18,13 @@ def brute_force_topk(row, k):
     return set(order[:k])
 
 
+def brute_force_intersection(row_a, row_b, k):
+    # A constant map has no top-k set: NaN.
+    if len(set(row_a)) == 1 or len(set(row_b)) == 1:
+        return float("nan")
+    return len(brute_force_topk(row_a, k) & brute_force_topk(row_b, k)) / k
+
+
 @st.composite
 def maps_and_k(draw):
     batch = draw(st.integers(1, 4))
@@ -38,7 +45,7 @@ def test_topk_intersection_matches_brute_force_set_intersection(data):
     a, b, k, use_abs = data
     ranked_a, ranked_b = (np.abs(a), np.abs(b)) if use_abs else (a, b)
     expected = [
-        len(brute_force_topk(ra, k) & brute_force_topk(rb, k)) / k
+        brute_force_intersection(ra.tolist(), rb.tolist(), k)
         for ra, rb in zip(ranked_a, ranked_b)
     ]
     result = topk_intersection(torch.from_numpy(a), torch.from_numpy(b), k, abs=use_abs)
@@ -54,24 +61,39 @@ def test_topk_large_batch_with_and_without_ties_at_the_cut():
     b = torch.randn(6, n, generator=generator, dtype=torch.float64)
     a[1] = torch.randint(-3, 4, (n,), generator=generator)  # ties at the cut
     b[2, :] = 0.0
-    b[2, ::2] = -0.0  # every value tied: the lowest indices win
+    b[2, ::2] = -0.0  # every value tied (a zero map): NaN
     a[3] = torch.randint(-50, 51, (n,), generator=generator)
+    b[4, :k] = 1.0  # all tied but the k first
+    b[4, k:] = 0.0
     for use_abs in (True, False):
         result = topk_intersection(a, b, k, abs=use_abs)
         ranked_a, ranked_b = (a.abs(), b.abs()) if use_abs else (a, b)
         expected = [
-            len(brute_force_topk(ra.tolist(), k) & brute_force_topk(rb.tolist(), k)) / k
+            brute_force_intersection(ra.tolist(), rb.tolist(), k)
             for ra, rb in zip(ranked_a, ranked_b)
         ]
         np.testing.assert_allclose(result.numpy(), expected, rtol=1e-12)
+        assert result[2].isnan() and not result[4].isnan()
 
 
 def test_topk_hand_case_and_ties_are_deterministic():
-    a = torch.tensor([[1.0, 1.0, 1.0, 1.0]])
-    b = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
-    # a's top-2 under ties is indices {0, 1}; b's is {2, 3}.
-    assert topk_intersection(a, b, 2).item() == 0.0
+    a = torch.tensor([[2.0, 1.0, 1.0, 1.0, 1.0]])
+    b = torch.tensor([[2.0, 0.0, 0.0, 1.0, 1.0]])
+    # a's top-3 under ties is indices {0, 1, 2}; b's is {0, 3, 4}.
+    assert topk_intersection(a, b, 3).item() == pytest.approx(1 / 3)
     assert topk_intersection(a, a, 3).item() == 1.0
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_topk_of_constant_maps_is_nan(k):
+    # Dead gradients: two zero maps used to score a perfect 1.0.
+    zero, ramp = torch.zeros(2, 4), torch.tensor([[1.0, 2.0, 3.0, 4.0]] * 2)
+    assert topk_intersection(zero, zero, k).isnan().all()
+    assert topk_intersection(ramp, torch.full((2, 4), 7.0), k).isnan().all()
+    # abs=True: -1 and 1 are the same magnitude, so this map is constant too.
+    signed = torch.tensor([[1.0, -1.0, 1.0, -1.0]])
+    assert topk_intersection(signed, ramp[:1], k).isnan().all()
+    assert not topk_intersection(signed, ramp[:1], k, abs=False).isnan().any()
 
 
 def test_topk_on_image_attributions_uses_channel_sum_of_magnitudes():
