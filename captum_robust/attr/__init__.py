@@ -4,8 +4,10 @@ Attacks on attributions and attribution regularizers need the gradient of an
 attribution with respect to the input or the model's parameters.
 :func:`differentiable` turns a Captum attribution object (or a plain callable) into
 one whose result carries that graph, without modifying the user's object;
-:func:`softplus_surrogate` and :func:`softplus_activations` replace ReLUs by
-softplus so that the second derivatives do not vanish.
+:func:`softplus_surrogate` and :func:`softplus_activations` replace ReLUs (and
+leaky ReLU, ReLU6, Hardtanh, Hardsigmoid, Hardswish, as modules or functional
+calls) by softplus forms so that the second derivatives do not vanish, and
+:func:`surrogate_report` says what was replaced and what stays piecewise linear.
 """
 
 from captum_robust.attr._base import DifferentiableAttribution
@@ -14,17 +16,29 @@ from captum_robust.attr._smoothgrad import SmoothGrad
 from captum_robust.attr._surrogate import (
     FunctionalReLUWarning,
     LeakySoftplus,
+    PiecewiseLinearWarning,
+    SmoothHardsigmoid,
+    SmoothHardswish,
+    SmoothHardtanh,
+    SurrogateReport,
     softplus_activations,
     softplus_surrogate,
+    surrogate_report,
 )
 
 __all__ = [
     "DifferentiableAttribution",
     "FunctionalReLUWarning",
     "LeakySoftplus",
+    "PiecewiseLinearWarning",
     "SmoothGrad",
+    "SmoothHardsigmoid",
+    "SmoothHardswish",
+    "SmoothHardtanh",
+    "SurrogateReport",
     "differentiable",
     "is_differentiable",
     "softplus_activations",
     "softplus_surrogate",
+    "surrogate_report",
 ]

@@ -228,6 +228,8 @@ def differentiable(
     seed: int | None = None,
     upsample_to_input: bool = False,
     interpolate_mode: str | None = None,
+    layout: str | None = None,
+    token_grid: tuple[int, int] | None = None,
     forward_func: Callable[..., Any] | None = None,
 ) -> DifferentiableAttribution:
     """An attribution whose result can be back-propagated to inputs and parameters.
@@ -279,6 +281,14 @@ def differentiable(
     interpolate_mode : str or None, default None
         LayerGradCam only: ``F.interpolate`` mode for ``upsample_to_input``
         (default: linear, bilinear or trilinear by the map's dimension).
+    layout : {"auto", "channels_first", "channels_last", "tokens"} or None
+        LayerGradCam only: the layout of the layer's tensor (None: ``"auto"``).
+        Token maps (B, N, D) of a ViT block and channels-last maps (B, H, W, C)
+        of a Swin stage become spatial maps; see
+        ``LayerGradCamAttribution.attribute``.
+    token_grid : (int, int) or None
+        LayerGradCam only: the (h, w) patch grid of a token map (None: inferred
+        from the input's aspect ratio, leading class tokens dropped).
     forward_func : callable or None, default None
         Plain callables only: the model the callable explains, exposed as
         ``forward_func`` for code that needs it (e.g. to check predictions).
@@ -321,8 +331,14 @@ def differentiable(
             "`upsample_to_input` must be a bool, got "
             f"{type(upsample_to_input).__name__}."
         )
-    if upsample_to_input or interpolate_mode is not None:
-        option = "upsample_to_input" if upsample_to_input else "interpolate_mode"
+    options = {
+        "upsample_to_input": upsample_to_input,
+        "interpolate_mode": interpolate_mode is not None,
+        "layout": layout is not None,
+        "token_grid": token_grid is not None,
+    }
+    if any(options.values()):
+        option = next(name for name, given in options.items() if given)
         if not isinstance(attribution, LayerGradCam):
             raise ValueError(
                 f"`{option}` applies to a captum.attr.LayerGradCam object only, not "
@@ -355,5 +371,7 @@ def differentiable(
             attribution,
             upsample_to_input=upsample_to_input,
             interpolate_mode=interpolate_mode,
+            layout="auto" if layout is None else layout,
+            token_grid=token_grid,
         )
     return CallableAttribution(attribution, forward_func)

@@ -3,21 +3,34 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from captum._utils.common import _format_additional_forward_args
+from captum._utils.gradient import compute_layer_gradients_and_eval
 from captum.attr import LayerGradCam
 from torch import Tensor, nn
 
-from captum_robust._utils.validation import as_tensor_tuple, check_choice
+from captum_robust._utils.validation import check_choice
 from captum_robust.attr._base import (
     DifferentiableAttribution,
     TensorOrTuple,
     as_module,
+    check_bool,
     check_forward_func,
+    check_inputs,
+    check_target,
+    check_target_range,
+    second_order,
 )
+
+LAYOUTS = ("auto", "channels_first", "channels_last", "tokens")
+# Leading tokens that may precede the patch grid when it is inferred: a class
+# token (ViT), a distillation token (DeiT), register tokens.
+MAX_PREFIX_TOKENS = 8
 
 INTERPOLATE_MODES = (
     "nearest",
@@ -48,6 +61,127 @@ def upsample(maps: Tensor, size: tuple[int, ...], mode: str | None) -> Tensor:
     return F.interpolate(maps, size=size, mode=mode, align_corners=align)
 
 
+def _grid_of(n_tokens: int, height: int, width: int) -> tuple[int, int] | None:
+    """(h, w) with h * w == n_tokens and h / w == height / width, if any."""
+    if n_tokens <= 0 or (n_tokens * height) % width:
+        return None
+    h = math.isqrt(n_tokens * height // width)
+    if h == 0 or h * h != n_tokens * height // width or n_tokens % h:
+        return None
+    w = n_tokens // h
+    return (h, w) if h * width == w * height else None
+
+
+def check_token_grid(token_grid: object) -> tuple[int, int] | None:
+    if token_grid is None:
+        return None
+    if (
+        not isinstance(token_grid, (tuple, list))
+        or len(token_grid) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in token_grid)
+        or min(token_grid) < 1
+    ):
+        raise TypeError(
+            "`token_grid` must be None or a pair of positive ints (h, w), got "
+            f"{token_grid!r}."
+        )
+    return (token_grid[0], token_grid[1])
+
+
+def resolve_layout(
+    shape: tuple[int, ...],
+    input_shape: tuple[int, ...],
+    layout: str,
+    token_grid: tuple[int, int] | None,
+) -> tuple[str, int, tuple[int, int] | None]:
+    """The layout of a layer tensor: (layout, leading tokens to drop, token grid).
+
+    ``auto``: a 3-D (B, N, D) map of a 4-D image input is a token sequence; a
+    4-D map of an image input is channels-last (B, H, W, C) when dims 1-2 have
+    the input's aspect ratio and dims 2-3 do not; everything else is
+    channels-first, Captum's convention.
+    """
+    image = len(input_shape) == 4
+    if layout == "auto":
+        if len(shape) == 3 and image:
+            layout = "tokens"
+        elif len(shape) == 4 and image:
+            height, width = input_shape[2], input_shape[3]
+            last = shape[1] * width == shape[2] * height
+            first = shape[2] * width == shape[3] * height
+            layout = "channels_last" if last and not first else "channels_first"
+        else:
+            layout = "channels_first"
+    if layout == "channels_first":
+        return layout, 0, None
+    if layout == "channels_last":
+        if len(shape) < 3:
+            raise ValueError(
+                "`layout`='channels_last' needs a layer map of shape (B, *spatial, C), "
+                f"got {shape}."
+            )
+        return layout, 0, None
+    if len(shape) != 3:
+        raise ValueError(
+            f"`layout`='tokens' needs a layer map of shape (B, N, D), got {shape}."
+        )
+    n_tokens = shape[1]
+    if token_grid is not None:
+        prefix = n_tokens - token_grid[0] * token_grid[1]
+        if prefix < 0:
+            raise ValueError(
+                f"`token_grid` {token_grid} has {token_grid[0] * token_grid[1]} "
+                f"cells but the layer map has only {n_tokens} tokens."
+            )
+        return layout, prefix, token_grid
+    if not image:
+        raise ValueError(
+            "`token_grid` is needed: the patch grid of a (B, N, D) layer map is "
+            "inferred from the spatial size of a (B, C, H, W) input, got an input of "
+            f"shape {input_shape}."
+        )
+    for prefix in range(min(MAX_PREFIX_TOKENS, n_tokens - 1) + 1):
+        grid = _grid_of(n_tokens - prefix, input_shape[2], input_shape[3])
+        if grid is not None:
+            return layout, prefix, grid
+    raise ValueError(
+        f"`token_grid` cannot be inferred: no count of up to {MAX_PREFIX_TOKENS} "
+        f"leading tokens leaves a grid of the input's aspect ratio "
+        f"{input_shape[2]}:{input_shape[3]} among {n_tokens} tokens; pass "
+        "`token_grid=(h, w)` (the last h * w tokens are the patches, row-major)."
+    )
+
+
+def to_channels_first(
+    t: Tensor, layout: str, prefix: int, grid: tuple[int, int] | None
+) -> Tensor:
+    if layout == "channels_first":
+        return t
+    if layout == "channels_last":
+        return t.movedim(-1, 1)
+    assert grid is not None
+    patches = t[:, prefix:, :]
+    return patches.reshape(t.shape[0], grid[0], grid[1], t.shape[2]).permute(0, 3, 1, 2)
+
+
+class _RangeCheckedForward:
+    """The model, with the target's class range checked on its output.
+
+    Captum selects the target inside its layer-gradient helper; checking here
+    comes first, so a bad index is a ValueError naming ``target``.
+    """
+
+    def __init__(self, forward_func: Callable[..., Any], target: Any) -> None:
+        self.forward_func = forward_func
+        self.target = target
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        out = self.forward_func(*args, **kwargs)
+        if isinstance(out, Tensor):
+            check_target_range(out, self.target)
+        return out
+
+
 def _module_name(root: nn.Module, layer: nn.Module) -> str | None:
     for name, module in root.named_modules(remove_duplicate=False):
         if module is layer:
@@ -65,6 +199,12 @@ class LayerGradCamAttribution(DifferentiableAttribution):
     the spatial size of the first input with ``F.interpolate`` (bilinear for 2-D
     maps by default), which is differentiable.
 
+    Transformer layers work too: a (B, N, D) token map (ViT encoder block, class
+    token first) is reshaped to its (h, w) patch grid without the class token, and
+    a channels-last (B, H, W, C) map (Swin) is permuted, before the channel
+    weights are taken, so the map is spatial and ``upsample_to_input`` applies;
+    see ``layout`` in :meth:`attribute`.
+
     Note that ``relu_attributions=True`` applies a ReLU to the map; its gradient is
     exact but zero wherever the map is negative.
     """
@@ -77,24 +217,26 @@ class LayerGradCamAttribution(DifferentiableAttribution):
         *,
         upsample_to_input: bool = False,
         interpolate_mode: str | None = None,
+        layout: str = "auto",
+        token_grid: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(attribution.forward_func)
         self._captum = copy.copy(attribution)
-        if not isinstance(upsample_to_input, bool):
-            raise TypeError(
-                "`upsample_to_input` must be a bool, got "
-                f"{type(upsample_to_input).__name__}."
-            )
+        check_bool(upsample_to_input, "upsample_to_input")
         if interpolate_mode is not None:
             check_choice(interpolate_mode, INTERPOLATE_MODES, "interpolate_mode")
+        check_choice(layout, LAYOUTS, "layout")
         self.upsample_to_input = upsample_to_input
         self.interpolate_mode = interpolate_mode
+        self.layout = layout
+        self.token_grid = check_token_grid(token_grid)
 
     @property
     def layer(self) -> nn.Module:
         """The layer whose activations are weighted."""
         return self._captum.layer
 
+    @second_order
     def attribute(
         self,
         inputs: TensorOrTuple,
@@ -107,6 +249,8 @@ class LayerGradCamAttribution(DifferentiableAttribution):
         *,
         upsample_to_input: bool | None = None,
         interpolate_mode: str | None = None,
+        layout: str | None = None,
+        token_grid: tuple[int, int] | None = None,
     ) -> TensorOrTuple:
         """Grad-CAM maps with an autograd graph.
 
@@ -115,27 +259,61 @@ class LayerGradCamAttribution(DifferentiableAttribution):
         inputs, target, additional_forward_args, attribute_to_layer_input, \
 relu_attributions, attr_dim_summation, grad_kwargs
             As in ``captum.attr.LayerGradCam.attribute``; ``grad_kwargs`` is passed
-            on with ``create_graph=True`` added.
+            on with ``create_graph=True`` added. ``target`` is checked first
+            (integer class indices, one per sample, below the model's class count).
         upsample_to_input : bool or None
             Interpolate the map to the spatial size of the (first) input; None uses
             the wrapper's setting.
         interpolate_mode : str or None
             ``F.interpolate`` mode; None uses the wrapper's setting, whose default
             picks linear / bilinear / trilinear from the map's dimension.
+        layout : {"auto", "channels_first", "channels_last", "tokens"} or None
+            How the layer's tensor is laid out; None uses the wrapper's setting
+            (default ``"auto"``). ``channels_first`` is Captum's (B, C, *spatial);
+            ``channels_last`` is (B, *spatial, C) (Swin stages);
+            ``tokens`` is (B, N, D) with the patch tokens last, row-major, after
+            any class / distillation / register tokens, which are dropped (ViT
+            encoder blocks). ``auto``: a 3-D map of a (B, C, H, W) input is tokens;
+            a 4-D map of an image input is channels-last when its dims 1-2 have
+            the input's aspect ratio and dims 2-3 do not; anything else is
+            channels-first.
+        token_grid : (int, int) or None
+            For tokens: the patch grid (h, w); the leading ``N - h * w`` tokens
+            are dropped. None infers it: the fewest leading tokens (at most 8)
+            whose removal leaves ``h * w`` tokens with ``h / w = H / W``.
 
         Returns
         -------
         Tensor or tuple of Tensor
-            ``(B, 1, h, w)`` layer maps (``(B, C, h, w)`` without summation), or
-            ``(B, 1, H, W)`` when upsampled.
+            ``(B, 1, h, w)`` layer maps (``(B, C, h, w)`` without summation, in
+            channels-first order for every layout), or ``(B, 1, H, W)`` when
+            upsampled.
+
+        Raises
+        ------
+        ValueError
+            Naming ``layout`` or ``token_grid`` when the layer's tensor does not
+            fit the layout or its grid cannot be inferred.
         """
-        xs = as_tensor_tuple(inputs, "inputs")
+        xs = check_inputs(inputs)
+        check_target(target, xs)
+        for name, flag in (
+            ("attribute_to_layer_input", attribute_to_layer_input),
+            ("relu_attributions", relu_attributions),
+            ("attr_dim_summation", attr_dim_summation),
+        ):
+            check_bool(flag, name)
         if upsample_to_input is None:
             upsample_to_input = self.upsample_to_input
+        check_bool(upsample_to_input, "upsample_to_input")
         if interpolate_mode is None:
             interpolate_mode = self.interpolate_mode
         else:
             check_choice(interpolate_mode, INTERPOLATE_MODES, "interpolate_mode")
+        if layout is None:
+            layout = self.layout
+        check_choice(layout, LAYOUTS, "layout")
+        grid = self.token_grid if token_grid is None else check_token_grid(token_grid)
         if grad_kwargs is not None and not isinstance(grad_kwargs, dict):
             raise TypeError(
                 "`grad_kwargs` must be a dict or None, got "
@@ -143,22 +321,36 @@ relu_attributions, attr_dim_summation, grad_kwargs
             )
         kwargs = {**(grad_kwargs or {}), "create_graph": True}
         with torch.enable_grad():
-            maps = self._captum.attribute(
-                inputs,
-                target=target,
-                additional_forward_args=additional_forward_args,
+            # Captum's LayerGradCam computation, with the layer tensors brought to
+            # channels-first order before the channel weights are taken.
+            layer_gradients, layer_evals = compute_layer_gradients_and_eval(
+                _RangeCheckedForward(self.forward_func, target),
+                self.layer,
+                xs,
+                target,
+                _format_additional_forward_args(additional_forward_args),
+                device_ids=self._captum.device_ids,
                 attribute_to_layer_input=attribute_to_layer_input,
-                relu_attributions=relu_attributions,
-                attr_dim_summation=attr_dim_summation,
                 grad_kwargs=kwargs,
             )
-            if upsample_to_input:
-                size = tuple(xs[0].shape[2:])
-                if isinstance(maps, tuple):
-                    maps = tuple(upsample(m, size, interpolate_mode) for m in maps)
-                else:
-                    maps = upsample(maps, size, interpolate_mode)
-        return maps
+            maps = []
+            for grad, act in zip(layer_gradients, layer_evals):
+                how, prefix, cells = resolve_layout(
+                    tuple(act.shape), tuple(xs[0].shape), layout, grid
+                )
+                grad = to_channels_first(grad, how, prefix, cells)
+                act = to_channels_first(act, how, prefix, cells)
+                if grad.dim() > 2:
+                    grad = grad.mean(dim=tuple(range(2, grad.dim())), keepdim=True)
+                cam = grad * act
+                if attr_dim_summation:
+                    cam = cam.sum(dim=1, keepdim=True)
+                if relu_attributions:
+                    cam = F.relu(cam)
+                if upsample_to_input:
+                    cam = upsample(cam, tuple(xs[0].shape[2:]), interpolate_mode)
+                maps.append(cam)
+        return tuple(maps) if len(maps) > 1 else maps[0]
 
     def with_forward_func(
         self, forward_func: Callable[..., Any], *, layer: nn.Module | None = None
@@ -207,4 +399,6 @@ relu_attributions, attr_dim_summation, grad_kwargs
             rebound,
             upsample_to_input=self.upsample_to_input,
             interpolate_mode=self.interpolate_mode,
+            layout=self.layout,
+            token_grid=self.token_grid,
         )
