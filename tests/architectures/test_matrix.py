@@ -1,0 +1,156 @@
+"""The architecture matrix: every torchvision classification family x every feature.
+
+Each family is represented by its smallest member at the smallest input size it
+accepts (see ``zoo.py``). For each: differentiable attributions have a finite,
+non-zero input gradient; TopKAttack beats RandomAttack within a few steps with the
+labels kept; one training step of LocalGradientAlignment and IGNorm runs;
+``replace_global_pool`` converts exactly the classifier's pool; and the user's
+model is left as it was.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from captum.attr import IntegratedGradients, LayerGradCam, Saliency
+
+from captum_robust.attacks import RandomAttack, TopKAttack
+from captum_robust.attr import differentiable, softplus_surrogate
+from captum_robust.metrics import topk_intersection
+from captum_robust.regularizers import (
+    IGNorm,
+    LocalGradientAlignment,
+    TopGAP,
+    replace_global_pool,
+)
+
+sys.path.insert(0, str(Path(__file__).parent))
+import zoo
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+FAMILIES = {f.name: f for f in zoo.FAMILIES}
+BATCH = 4
+
+
+@pytest.fixture(params=zoo.FAMILY_NAMES)
+def family(request) -> zoo.Family:
+    return FAMILIES[request.param]
+
+
+def _inputs(family: zoo.Family) -> torch.Tensor:
+    return zoo.photos(family.size, BATCH)
+
+
+def _predicted(model, x):
+    with torch.no_grad():
+        return model(x).argmax(dim=1)
+
+
+def _attribution(method: str, model, family: zoo.Family):
+    if method == "saliency":
+        return differentiable(Saliency(model))
+    if method == "integrated_gradients":
+        return differentiable(IntegratedGradients(model))
+    layer = zoo.submodule(model, family.cam_layer)
+    return differentiable(LayerGradCam(model, layer), upsample_to_input=True)
+
+
+def _kwargs(method: str) -> dict:
+    return {"n_steps": 4} if method == "integrated_gradients" else {}
+
+
+@pytest.mark.parametrize("method", ["saliency", "integrated_gradients", "grad_cam"])
+@pytest.mark.parametrize("smooth", [False, True], ids=["model", "surrogate"])
+def test_attribution_has_input_gradient(family, method, smooth):
+    model = zoo.build(family)
+    before = zoo.snapshot(model)
+    x = _inputs(family).requires_grad_(True)
+    target = _predicted(model, x)
+    explained = softplus_surrogate(model, beta=10.0) if smooth else model
+    attr = _attribution(method, explained, family)
+    maps = attr.attribute(x, target=target, **_kwargs(method))
+    assert maps.shape[0] == BATCH and maps.shape[-2:] == x.shape[-2:]
+    weights = torch.linspace(-1.0, 1.0, maps[0].numel()).view_as(maps[0])
+    (grad,) = torch.autograd.grad((maps * weights).sum(), x)
+    assert torch.isfinite(grad).all()
+    # Saliency of a piecewise-linear network has zero input gradient almost
+    # everywhere; that is what the surrogate is for.
+    piecewise_linear = not smooth and method == "saliency"
+    if not piecewise_linear:
+        assert grad.abs().sum() > 0
+    zoo.assert_untouched(model, before)
+
+
+def test_topk_attack_beats_random(family):
+    model = zoo.build(family)
+    before = zoo.snapshot(model)
+    x = _inputs(family)
+    target = _predicted(model, x)
+    budget = dict(epsilon=8 / 255, step_size=2 / 255, n_steps=4, seed=0)
+    k = family.size * family.size // 20
+    saliency = Saliency(model)
+    attacked, result = TopKAttack(model, saliency, k=k, **budget).perturb(
+        x, target=target, return_results=True
+    )
+    randomised = RandomAttack(model, saliency, **budget).perturb(x, target=target)
+    assert result.label_kept.all()
+    assert torch.equal(_predicted(model, attacked), target)
+    assert torch.equal(_predicted(model, randomised), target)
+    maps0 = saliency.attribute(x, target=target)
+    score_attack = topk_intersection(
+        maps0, saliency.attribute(attacked, target=target), k=k
+    )
+    score_random = topk_intersection(
+        maps0, saliency.attribute(randomised, target=target), k=k
+    )
+    assert score_attack.mean() < score_random.mean()
+    zoo.assert_untouched(model, before)
+
+
+@pytest.mark.parametrize("name", ["local_gradient_alignment", "ig_norm"])
+def test_regularizer_training_step(family, name):
+    model = zoo.build(family).train()
+    before = zoo.snapshot(model)
+    x = _inputs(family)
+    y = torch.arange(BATCH) % zoo.NUM_CLASSES
+    if name == "local_gradient_alignment":
+        reg = LocalGradientAlignment(eps=4 / 255, seed=0)
+    else:
+        reg = IGNorm(
+            eps=8 / 255,
+            n_steps=4,
+            approx_factor=2,
+            attack_steps=2,
+            attack_step_size=4 / 255,
+            seed=0,
+        )
+    loss = reg.loss(model, x, y)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    assert all(g is None or torch.isfinite(g).all() for g in grads)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    zoo.assert_untouched(model, before)
+
+
+def test_replace_global_pool_converts_the_classifier_pool(family):
+    model = zoo.build(family)
+    x = _inputs(family)
+    with torch.no_grad():
+        logits = model(x)
+    if family.classifier_pool is None:
+        # Pooling by a function or a mean in forward cannot be converted by a swap.
+        with pytest.raises((ValueError, TypeError), match="model"):
+            replace_global_pool(copy.deepcopy(model), 1.0)
+        return
+    converted = replace_global_pool(copy.deepcopy(model), 1.0)
+    replaced = [n for n, m in converted.named_modules() if isinstance(m, TopGAP)]
+    assert replaced == [f"net.{family.classifier_pool}"]
+    with torch.no_grad():
+        # k = every position: Top-GAP is the plain global average.
+        torch.testing.assert_close(converted(x), logits, rtol=1e-4, atol=1e-5)
