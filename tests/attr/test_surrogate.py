@@ -16,6 +16,7 @@ from captum_robust.attr import (
     LeakySoftplus,
     softplus_activations,
     softplus_surrogate,
+    surrogate_report,
 )
 
 
@@ -130,32 +131,73 @@ def test_context_manager_restores_on_exception(mixed):
     assert "forward" not in vars(mixed)
 
 
-@pytest.mark.parametrize(
-    "fn, name",
-    [
-        (F.relu, "torch.nn.functional.relu"),
-        (torch.relu, "torch.relu"),
-        (lambda t: t.relu(), "Tensor.relu"),
-        (lambda t: F.relu(t, inplace=True), "torch.nn.functional.relu"),
-        (lambda t: t.clone().relu_(), "Tensor.relu_"),
-        (lambda t: F.leaky_relu(t, 0.2), "torch.nn.functional.leaky_relu"),
-    ],
-)
-def test_functional_relu_is_reported(fn, name):
+FUNCTIONAL_RELUS = [
+    (F.relu, "torch.nn.functional.relu", None),
+    (torch.relu, "torch.relu", None),
+    (lambda t: t.relu(), "Tensor.relu", None),
+    (lambda t: F.relu(t, inplace=True), "torch.nn.functional.relu", None),
+    (lambda t: t.clone().relu_(), "Tensor.relu_", None),
+    (lambda t: F.leaky_relu(t, 0.2), "torch.nn.functional.leaky_relu", 0.2),
+]
+
+
+@pytest.mark.parametrize("fn, name, slope", FUNCTIONAL_RELUS)
+def test_functional_relu_is_smoothed_by_default(fn, name, slope):
+    torch.manual_seed(0)
+    model = FunctionalNet(fn).double()
+    x = torch.randn(2, 4, dtype=torch.float64)
+    smooth = softplus_surrogate(model, beta=4.0, leaky_beta=2.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = smooth(x)
+    h = model.lin(x)
+    if slope is None:
+        expected = torch.log1p(torch.exp(4.0 * h)) / 4.0
+    else:
+        expected = slope * h + (1 - slope) * torch.log1p(torch.exp(2.0 * h)) / 2.0
+    torch.testing.assert_close(out, expected)
+    report = surrogate_report(smooth)
+    assert report.smoothed_calls == {name: 1} and report.is_smooth and report.checked
+    torch.testing.assert_close(model(x), fn(h))  # the original is untouched
+    with softplus_activations(model, beta=4.0, leaky_beta=2.0) as inside:
+        torch.testing.assert_close(inside(x), expected)
+        assert surrogate_report(inside).smoothed_calls == {name: 1}
+    assert "forward" not in vars(model)
+
+
+@pytest.mark.parametrize("fn, name, slope", FUNCTIONAL_RELUS)
+def test_functional_relu_is_reported_when_not_smoothed(fn, name, slope):
     torch.manual_seed(0)
     model = FunctionalNet(fn)
     x = torch.randn(2, 4)
-    smooth = softplus_surrogate(model)
+    smooth = softplus_surrogate(model, smooth_functional=False)
     with pytest.warns(FunctionalReLUWarning, match=name.replace(".", r"\.")):
         smooth(x)
+    assert surrogate_report(smooth).piecewise_calls == {name: 1}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         smooth(x)  # reported once, on the first forward pass
     with pytest.raises(ValueError, match="`model`.*" + name.replace(".", r"\.")):
-        softplus_surrogate(model, strict=True)(x)
+        softplus_surrogate(model, strict=True, smooth_functional=False)(x)
     with pytest.warns(FunctionalReLUWarning):
-        with softplus_activations(model):
+        with softplus_activations(model, smooth_functional=False):
             model(x)
+
+
+def test_check_survives_failing_forward_and_deepcopy():
+    model = FunctionalNet(lambda t: t.clamp(min=0.0))
+    smooth = softplus_surrogate(model)
+    with pytest.raises(RuntimeError):
+        smooth(torch.randn(2, 5))  # wrong width
+    with pytest.warns(FunctionalReLUWarning, match=r"Tensor\.clamp x1"):
+        smooth(torch.randn(2, 4))
+    # A copy made before the first forward checks itself, not the original.
+    fresh = softplus_surrogate(model)
+    twin = copy.deepcopy(fresh)
+    with pytest.warns(FunctionalReLUWarning):
+        twin(torch.randn(2, 4))
+    with pytest.warns(FunctionalReLUWarning):
+        fresh(torch.randn(2, 4))
 
 
 def test_no_report_for_module_relus(mixed, inp):
@@ -168,22 +210,6 @@ def test_no_report_for_module_relus(mixed, inp):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         quiet(torch.randn(2, 4))
-
-
-def test_check_survives_failing_forward_and_deepcopy():
-    model = FunctionalNet(F.relu)
-    smooth = softplus_surrogate(model)
-    with pytest.raises(RuntimeError):
-        smooth(torch.randn(2, 5))  # wrong width
-    with pytest.warns(FunctionalReLUWarning):
-        smooth(torch.randn(2, 4))
-    # A copy made before the first forward checks itself, not the original.
-    fresh = softplus_surrogate(model)
-    twin = copy.deepcopy(fresh)
-    with pytest.warns(FunctionalReLUWarning):
-        twin(torch.randn(2, 4))
-    with pytest.warns(FunctionalReLUWarning):
-        fresh(torch.randn(2, 4))
 
 
 def test_root_hooks_run_once_on_checked_forward(mixed, inp):
