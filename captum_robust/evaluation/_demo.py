@@ -17,6 +17,7 @@ from captum.attr import IntegratedGradients, Saliency
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from captum_robust._utils.validation import check_number, check_positive_int
 from captum_robust.attacks import RandomAttack, TopKAttack
 from captum_robust.datasets import make_silhouette_digits
 from captum_robust.evaluation._evaluate import evaluate_robustness
@@ -42,6 +43,8 @@ def demo_model(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     >>> demo_model()(torch.rand(2, 3, 32, 32)).shape
     torch.Size([2, 10])
     """
+    check_positive_int(num_classes, "num_classes")
+    check_positive_int(in_channels, "in_channels")
     return nn.Sequential(
         nn.Conv2d(in_channels, 16, 3, padding=1),
         nn.BatchNorm2d(16),
@@ -65,7 +68,21 @@ def demo_model(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sizes and budgets of the demo; the defaults run in minutes on two cores."""
+    """Sizes and budgets of the demo; the defaults run in minutes on two cores.
+
+    Every field is checked on construction: counts are positive ints, rates and
+    budgets positive numbers, ``k`` at most the pixels of an image.
+
+    Examples
+    --------
+    >>> from captum_robust.evaluation import DemoSettings
+    >>> DemoSettings(test_samples=16).batch_size
+    64
+    >>> DemoSettings(batch_size=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: `batch_size` must be >= 1, got 0.
+    """
 
     seed: int = 0
     image_size: int = 32
@@ -84,6 +101,42 @@ class DemoSettings:
     attack_steps: int = 20
     k: int = 100
     ig_steps: int = 16
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise TypeError(f"`seed` must be an int, got {type(self.seed).__name__}.")
+        # The silhouette benchmark draws digits of at least 16 pixels.
+        check_positive_int(self.image_size, "image_size", minimum=16)
+        for name in ("train_samples", "test_samples", "batch_size", "attack_steps"):
+            check_positive_int(getattr(self, name), name)
+        for name in ("natural_epochs", "finetune_epochs", "k", "ig_steps"):
+            check_positive_int(getattr(self, name), name)
+        if self.k > self.image_size**2:
+            raise ValueError(
+                f"`k` must be at most image_size**2 = {self.image_size**2} (the "
+                f"pixels of a map), got {self.k}."
+            )
+        check_number(
+            self.learning_rate, "learning_rate", minimum=0.0, strict_minimum=True
+        )
+        check_number(self.epsilon, "epsilon", minimum=0.0)
+        check_number(self.step_size, "step_size", minimum=0.0, strict_minimum=True)
+        foreground = self.foreground
+        if not isinstance(foreground, tuple) or len(foreground) != 3:
+            raise TypeError(
+                f"`foreground` must be an (r, g, b) tuple, got {foreground!r}."
+            )
+        for i, channel in enumerate(foreground):
+            check_number(channel, f"foreground[{i}]", minimum=0.0, maximum=1.0)
+        scale = self.digit_scale
+        if not isinstance(scale, tuple) or len(scale) != 2:
+            raise TypeError(
+                f"`digit_scale` must be a (low, high) tuple, got {scale!r}."
+            )
+        low = check_number(scale[0], "digit_scale[0]", minimum=0.0, strict_minimum=True)
+        high = check_number(scale[1], "digit_scale[1]", maximum=1.0)
+        if low > high:
+            raise ValueError(f"`digit_scale` must have low <= high, got {scale}.")
 
 
 Log = Callable[[str], None]
@@ -239,6 +292,18 @@ def run_demo(
     -------
     list of ReportRow
     """
+    if not isinstance(output_dir, (str, Path)):
+        raise TypeError(
+            f"`output_dir` must be a str or a Path, got {type(output_dir).__name__}."
+        )
+    if settings is not None and not isinstance(settings, DemoSettings):
+        raise TypeError(
+            f"`settings` must be a DemoSettings, got {type(settings).__name__}."
+        )
+    if not callable(log):
+        raise TypeError(f"`log` must be callable, got {type(log).__name__}.")
+    if not isinstance(progress, bool):
+        raise TypeError(f"`progress` must be a bool, got {type(progress).__name__}.")
     settings = settings or DemoSettings()
     output = Path(output_dir)
     started = time.perf_counter()

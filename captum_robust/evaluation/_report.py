@@ -6,12 +6,17 @@ import base64
 import html
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# (record field, column title, number format)
+# (summary field, column title, number format); metric columns show the mean
+# with its confidence interval when the summary has one.
+COUNT_COLUMNS = (
+    ("evaluated", "attacked", "{:d}"),
+    ("skipped", "skipped", "{:d}"),
+)
 TABLE_COLUMNS = (
     ("clean_accuracy", "clean acc", "{:.3f}"),
     ("label_kept_rate", "label kept", "{:.3f}"),
@@ -22,11 +27,26 @@ TABLE_COLUMNS = (
     ("silhouette_before", "silh. before", "{:.3f}"),
     ("silhouette_after", "silh. after", "{:.3f}"),
 )
+_LABELS = 3  # model, attribution, attack
 
 
 @dataclass
 class ReportRow:
-    """One evaluation: which model, attribution and attack, and its summary."""
+    """One evaluation: which model, attribution and attack, and its summary.
+
+    Rows of one model under several attacks (an attack and its
+    :class:`~captum_robust.attacks.RandomAttack` baseline, say) sit side by side
+    in one table; the attack column tells them apart.
+
+    Parameters
+    ----------
+    model, attribution, attack : str
+        Names shown in the table.
+    summary : dict
+        As returned by :func:`summarize` (``EvaluationResult.summary``).
+    figure_paths : list of Path, optional
+        PNG figures inlined in the HTML report.
+    """
 
     model: str
     attribution: str
@@ -34,23 +54,141 @@ class ReportRow:
     summary: dict[str, Any]
     figure_paths: list[Path] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        for name in ("model", "attribution", "attack"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise TypeError(f"`{name}` must be a str, got {type(value).__name__}.")
+        if not isinstance(self.summary, Mapping):
+            raise TypeError(
+                "`summary` must be a dict (as returned by summarize), got "
+                f"{type(self.summary).__name__}."
+            )
+        paths = self.figure_paths
+        if isinstance(paths, (str, Path)) or not isinstance(paths, Sequence):
+            raise TypeError(
+                f"`figure_paths` must be a list of paths, got {type(paths).__name__}."
+            )
+        for path in paths:
+            if not isinstance(path, (str, Path)):
+                raise TypeError(
+                    f"`figure_paths` must hold str or Path, got {type(path).__name__}."
+                )
 
-def _value(summary: dict[str, Any], key: str) -> float:
+
+def _check_rows(rows: object) -> Sequence[ReportRow]:
+    if isinstance(rows, (str, ReportRow)) or not isinstance(rows, Sequence):
+        raise TypeError(
+            f"`rows` must be a sequence of ReportRow, got {type(rows).__name__}."
+        )
+    for position, row in enumerate(rows):
+        if not isinstance(row, ReportRow):
+            raise TypeError(
+                "`rows` must be a sequence of ReportRow, got "
+                f"{type(row).__name__} at position {position}."
+            )
+    return rows
+
+
+def _number(value: Any, where: str) -> float:
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(
+            f"`{where}` must be a number or a dict with a 'mean', got {value!r}."
+        )
+    return float(value)
+
+
+def _statistic(summary: Mapping[str, Any], key: str, where: str) -> dict[str, float]:
     value = summary.get(key, math.nan)
-    return value["mean"] if isinstance(value, dict) else value
+    if isinstance(value, Mapping):
+        return {
+            name: _number(value.get(name), f"{where}['{name}']")
+            for name in ("mean", "ci_low", "ci_high", "nan_count")
+        }
+    return {
+        "mean": _number(value, where),
+        "ci_low": math.nan,
+        "ci_high": math.nan,
+        "nan_count": math.nan,
+    }
 
 
-def _cell(summary: dict[str, Any], key: str, number_format: str) -> str:
-    value = _value(summary, key)
-    return "-" if value is None or math.isnan(value) else number_format.format(value)
+def _format(number_format: str, value: float) -> str:
+    if math.isnan(value):
+        return "-"
+    if number_format == "{:d}":
+        return str(int(value))
+    return number_format.format(value)
+
+
+def _cell(summary: Mapping[str, Any], key: str, number_format: str, where: str) -> str:
+    stats = _statistic(summary, key, f"{where}['{key}']")
+    text = _format(number_format, stats["mean"])
+    low, high = stats["ci_low"], stats["ci_high"]
+    if text != "-" and math.isfinite(low) and math.isfinite(high):
+        text += f" [{_format(number_format, low)}, {_format(number_format, high)}]"
+    nan_count = stats["nan_count"]
+    if math.isfinite(nan_count) and nan_count > 0:
+        text += f" ({int(nan_count)} NaN)"
+    return text
 
 
 def _present_columns(rows: Sequence[ReportRow]) -> list[tuple[str, str, str]]:
-    return [c for c in TABLE_COLUMNS if any(c[0] in row.summary for row in rows)]
+    return [
+        c
+        for c in (*COUNT_COLUMNS, *TABLE_COLUMNS)
+        if any(c[0] in row.summary for row in rows)
+    ]
+
+
+def _table(rows: Sequence[ReportRow]) -> tuple[list[str], list[list[str]]]:
+    columns = _present_columns(rows)
+    header = ["model", "attribution", "attack"] + [c[1] for c in columns]
+    body = [
+        [row.model, row.attribution, row.attack]
+        + [
+            _cell(row.summary, key, fmt, f"rows[{i}].summary")
+            for key, _, fmt in columns
+        ]
+        for i, row in enumerate(rows)
+    ]
+    return header, body
+
+
+def _levels(rows: Sequence[ReportRow]) -> str:
+    levels = sorted(
+        {
+            float(row.summary["confidence"])
+            for row in rows
+            if isinstance(row.summary.get("confidence"), (int, float))
+        }
+    )
+    return "/".join(f"{100 * level:g}%" for level in levels) or "95%"
+
+
+def _legend(rows: Sequence[ReportRow], body: list[list[str]]) -> str:
+    cells = [cell for line in body for cell in line[_LABELS:]]
+    notes = []
+    if any("[" in cell for cell in cells):
+        notes.append(f"mean [{_levels(rows)} confidence interval] over the attacked")
+    else:
+        notes.append("means over the attacked")
+    notes[0] += " samples; skipped samples (misclassified) are counted, not averaged"
+    if any("NaN)" in cell for cell in cells):
+        notes.append("(n NaN): samples with an undefined score, left out")
+    return "; ".join(notes) + "."
 
 
 def format_table(rows: Sequence[ReportRow]) -> str:
-    """A fixed-width text table of the rows' means.
+    """A fixed-width text table of the rows' means and intervals.
+
+    Metric cells read ``mean [low, high]`` when the summary has a confidence
+    interval, followed by ``(n NaN)`` when n samples had an undefined score;
+    ``attacked`` and ``skipped`` count the samples averaged and left out. A
+    line under the table explains the cells when intervals or NaN counts are
+    shown.
 
     Examples
     --------
@@ -59,31 +197,39 @@ def format_table(rows: Sequence[ReportRow]) -> str:
     >>> print(format_table([row]))
     model    attribution  attack      clean acc  top-k
     natural  Saliency     TopKAttack      0.900  0.410
+    >>> baseline = ReportRow("natural", "Saliency", "RandomAttack", {
+    ...     "evaluated": 9, "skipped": 1,
+    ...     "topk": {"mean": 0.9, "ci_low": 0.85, "ci_high": 0.95, "nan_count": 1}})
+    >>> print(format_table([baseline]))  # doctest: +NORMALIZE_WHITESPACE
+    model    attribution  attack        attacked  skipped                   top-k
+    natural  Saliency     RandomAttack         9        1  0.900 [0.850, 0.950] (1 NaN)
+    mean [95% confidence interval] over the attacked samples; skipped samples
+    (misclassified) are counted, not averaged; (n NaN): samples with an
+    undefined score, left out.
     """
-    columns = _present_columns(rows)
-    header = ["model", "attribution", "attack"] + [c[1] for c in columns]
-    body = [
-        [row.model, row.attribution, row.attack]
-        + [_cell(row.summary, key, fmt) for key, _, fmt in columns]
-        for row in rows
-    ]
+    rows = _check_rows(rows)
+    header, body = _table(rows)
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
 
     def render(line: list[str]) -> str:
         cells = [
-            text.ljust(width) if i < 3 else text.rjust(width)
+            text.ljust(width) if i < _LABELS else text.rjust(width)
             for i, (text, width) in enumerate(zip(line, widths))
         ]
         return "  ".join(cells).rstrip()
 
-    return "\n".join(render(line) for line in [header, *body])
+    text = "\n".join(render(line) for line in [header, *body])
+    cells = [cell for line in body for cell in line[_LABELS:]]
+    if any("[" in cell or "NaN)" in cell for cell in cells):
+        text += "\n" + _legend(rows, body)
+    return text
 
 
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    if isinstance(value, dict):
-        return {key: _json_safe(v) for key, v in value.items()}
+    if isinstance(value, Mapping):
+        return {str(key): _json_safe(v) for key, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     if isinstance(value, Path):
@@ -96,20 +242,26 @@ def write_report(
     output_dir: str | Path,
     *,
     title: str = "Attribution robustness report",
-    settings: dict[str, Any] | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> tuple[Path, Path]:
     """Write ``report.json`` and a self-contained ``report.html`` (figures inlined).
+
+    The HTML table shows each metric's mean with its confidence interval, the
+    number of attacked and skipped samples and, per metric, how many samples had
+    an undefined (NaN) score; the JSON holds the full summaries.
 
     Parameters
     ----------
     rows : sequence of ReportRow
-        The evaluations to report.
+        The evaluations to report (e.g. one model under an attack and under its
+        random baseline).
     output_dir : str or Path
         Folder for both files; created if missing.
     title : str
         Heading of the HTML page.
     settings : dict, optional
-        Configuration recorded in both files (attack and metric parameters).
+        JSON-serialisable configuration recorded in both files (attack and
+        metric parameters).
 
     Returns
     -------
@@ -124,15 +276,28 @@ def write_report(
     >>> html_path.read_text().count("<tr>")
     2
     """
-    if not isinstance(rows, Sequence) or not all(
-        isinstance(r, ReportRow) for r in rows
-    ):
-        raise TypeError("`rows` must be a sequence of ReportRow.")
-    folder = Path(output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    rows = _check_rows(rows)
+    if not isinstance(output_dir, (str, Path)):
+        raise TypeError(
+            f"`output_dir` must be a str or a Path, got {type(output_dir).__name__}."
+        )
+    if not isinstance(title, str):
+        raise TypeError(f"`title` must be a str, got {type(title).__name__}.")
+    if settings is not None and not isinstance(settings, Mapping):
+        raise TypeError(
+            f"`settings` must be a dict or None, got {type(settings).__name__}."
+        )
+    settings = dict(settings or {})
+    for position, row in enumerate(rows):
+        for path in row.figure_paths:
+            if not Path(path).is_file():
+                raise ValueError(
+                    f"`rows[{position}].figure_paths` names {path}, which is not a "
+                    "file."
+                )
     payload = {
         "title": title,
-        "settings": settings or {},
+        "settings": settings,
         "rows": [
             {
                 "model": row.model,
@@ -144,26 +309,29 @@ def write_report(
             for row in rows
         ],
     }
+    try:
+        text = json.dumps(_json_safe(payload), indent=2)
+    except TypeError as error:
+        raise TypeError(
+            f"`settings` and the rows' summaries must be JSON-serialisable: {error}."
+        ) from None
+    page = _html(rows, title, settings)
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
     json_path = folder / "report.json"
-    json_path.write_text(json.dumps(_json_safe(payload), indent=2))
+    json_path.write_text(text)
     html_path = folder / "report.html"
-    html_path.write_text(_html(rows, title, settings or {}))
+    html_path.write_text(page)
     return json_path, html_path
 
 
 def _html(rows: Sequence[ReportRow], title: str, settings: dict[str, Any]) -> str:
-    columns = _present_columns(rows)
-    head = "".join(
-        f"<th>{html.escape(name)}</th>"
-        for name in ["model", "attribution", "attack"] + [c[1] for c in columns]
-    )
-    body = []
-    for row in rows:
-        cells = [row.model, row.attribution, row.attack]
-        cells += [_cell(row.summary, key, fmt) for key, _, fmt in columns]
-        body.append(
-            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
-        )
+    header, body_cells = _table(rows)
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in header)
+    body = [
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
+        for cells in body_cells
+    ]
     figures = []
     for row in rows:
         for path in row.figure_paths:
@@ -185,10 +353,14 @@ figure {{ display: inline-block; margin: 1em; }}
 img {{ max-width: 640px; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>Means over correctly classified samples. top-k, kendall and spearman compare
-the attribution before and after the attack (1 = unchanged); shift px is how far
-the attribution's center of mass moved; silh. is the share of attribution mass on
-the object.</p>
+<p>Each score is the mean [{_levels(rows)} confidence interval] over the attacked
+samples: the correctly classified ones when the true label is attacked (a
+misclassified sample is skipped: counted, not averaged), every sample when the
+predicted class is. top-k, kendall and spearman compare the attribution before
+and after the attack (1 = unchanged); shift px is how far the attribution's
+center of mass moved; silh. is the share of attribution mass on the object.
+(n NaN) counts samples whose score is undefined (e.g. an all-zero map), left
+out of the mean.</p>
 <table><tr>{head}</tr>
 {"".join(body)}
 </table>

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from captum.attr import visualization
@@ -51,9 +52,9 @@ def plot_attack_examples(
     perturbed : Tensor, optional
         (B, C, H, W) perturbed inputs, shown beside the originals.
     masks : Tensor, optional
-        (B, H, W) or (B, 1, H, W) object masks.
+        (B, H, W) or (B, 1, H, W) object masks, H and W those of ``images``.
     titles : sequence of str, optional
-        One caption per sample, shown above its row.
+        One caption per image (``len(titles) == B``), shown beside its row.
     max_samples : int, default 8
         At most this many rows.
 
@@ -80,8 +81,42 @@ def plot_attack_examples(
             f"`images`; got {tuple(before.shape)}, {tuple(after.shape)} and "
             f"{tuple(images.shape)}."
         )
+    batch, spatial = images.shape[0], tuple(images.shape[-2:])
+    if perturbed is not None and (
+        not isinstance(perturbed, Tensor) or perturbed.shape != images.shape
+    ):
+        got = (
+            tuple(perturbed.shape)
+            if isinstance(perturbed, Tensor)
+            else type(perturbed).__name__
+        )
+        raise ValueError(
+            f"`perturbed` must be a Tensor shaped like `images` "
+            f"{tuple(images.shape)}, got {got}."
+        )
+    if masks is not None:
+        if not isinstance(masks, Tensor):
+            raise TypeError(f"`masks` must be a Tensor, got {type(masks).__name__}.")
+        allowed = ((batch, *spatial), (batch, 1, *spatial))
+        if tuple(masks.shape) not in allowed:
+            raise ValueError(
+                f"`masks` must have shape {allowed[0]} or {allowed[1]} (one mask per "
+                f"image), got {tuple(masks.shape)}."
+            )
+    if titles is not None:
+        if isinstance(titles, str) or not isinstance(titles, Sequence):
+            raise TypeError(
+                f"`titles` must be a sequence of str, got {type(titles).__name__}."
+            )
+        if len(titles) != batch:
+            raise ValueError(
+                f"`titles` must hold one caption per image ({batch}), got "
+                f"{len(titles)}."
+            )
+        if not all(isinstance(title, str) for title in titles):
+            raise TypeError("`titles` must hold str captions.")
     check_positive_int(max_samples, "max_samples")
-    rows = min(images.shape[0], max_samples)
+    rows = min(batch, max_samples)
     columns = ["input", "attribution"]
     if perturbed is not None:
         columns.insert(1, "perturbed input")
@@ -117,12 +152,28 @@ def plot_attack_examples(
             axis.set_yticks([])
             if row == 0:
                 axis.set_title(columns[column], fontsize=9)
-        if titles is not None and row < len(titles):
+        if titles is not None:
             axes[row, 0].set_ylabel(titles[row], fontsize=8)
     figure.tight_layout()
     return figure
 
 
-def save_figure(figure: Figure, path: str) -> None:
-    """Write a figure to PNG without touching pyplot's global state."""
+def save_figure(figure: Figure, path: str | Path) -> None:
+    """Write a figure to PNG without touching pyplot's global state.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from matplotlib.figure import Figure
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "empty.png"
+    >>> save_figure(Figure(), path)
+    >>> path.read_bytes()[:4]
+    b'\\x89PNG'
+    """
+    if not isinstance(figure, Figure):
+        raise TypeError(
+            f"`figure` must be a matplotlib Figure, got {type(figure).__name__}."
+        )
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"`path` must be a str or a Path, got {type(path).__name__}.")
     figure.savefig(path, dpi=100, format="png")
