@@ -1,0 +1,171 @@
+"""Second-order gradients through MobileNetV3 and ViT building blocks.
+
+Hardsigmoid has no double backward and neither has the fused CPU attention kernel;
+every differentiable attribution records its graph under second_order_safe(). The
+second derivative is checked against central finite differences of the
+first-order attribution.
+"""
+
+import pytest
+import torch
+import torchvision
+from captum.attr import (
+    GradientShap,
+    InputXGradient,
+    IntegratedGradients,
+    LayerGradCam,
+    NoiseTunnel,
+    Saliency,
+)
+from torch import nn
+from torchvision.ops import SqueezeExcitation
+
+from captum_robust.attr import SmoothGrad, differentiable
+
+
+class MobileLike(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.Hardswish()
+        self.se = SqueezeExcitation(4, 2, scale_activation=nn.Hardsigmoid)
+        self.fc = nn.Linear(4 * 8 * 8, 3)
+
+    def forward(self, x):
+        return self.fc(self.se(self.act(self.conv(x))).flatten(1))
+
+
+def mobile():
+    torch.manual_seed(0)
+    return MobileLike().double().eval(), lambda m: m.se
+
+
+def vit():
+    torch.manual_seed(0)
+    model = torchvision.models.VisionTransformer(
+        image_size=8,
+        patch_size=4,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=8,
+        mlp_dim=16,
+        num_classes=3,
+    )
+    nn.init.normal_(model.heads.head.weight)  # zero-initialised by torchvision
+    return model.double().eval(), lambda m: m.encoder.layers[-1]
+
+
+def _input():
+    g = torch.Generator().manual_seed(3)
+    return torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64)
+
+
+def _methods(model, layer):
+    def saliency(inputs, target=None, additional_forward_args=None):
+        x = inputs if inputs.requires_grad else inputs.detach().requires_grad_()
+        out = model(x)[:, target].sum()
+        return torch.autograd.grad(out, x, create_graph=True)[0]
+
+    zeros = torch.zeros(1, 3, 8, 8, dtype=torch.float64)
+    return {
+        "Saliency": (differentiable(Saliency(model)), {"abs": False}),
+        "InputXGradient": (differentiable(InputXGradient(model)), {}),
+        "IG": (differentiable(IntegratedGradients(model)), {"n_steps": 3}),
+        "GradientShap": (
+            differentiable(GradientShap(model), seed=0),
+            {"baselines": zeros, "n_samples": 2},
+        ),
+        "LayerGradCam": (
+            differentiable(LayerGradCam(model, layer), upsample_to_input=True),
+            {},
+        ),
+        "NoiseTunnel": (
+            differentiable(NoiseTunnel(Saliency(model)), seed=0),
+            {"nt_samples": 2, "stdevs": 0.1, "abs": False},
+        ),
+        "SmoothGrad": (
+            SmoothGrad(model, seed=0),
+            {"nt_samples": 2, "stdevs": 0.1, "abs": False},
+        ),
+        "callable": (differentiable(saliency, forward_func=model), {}),
+    }
+
+
+METHODS = list(_methods(nn.Linear(1, 1), None))
+
+
+@pytest.mark.parametrize("build", [mobile, vit], ids=["mobilenet", "vit"])
+def test_the_blocker_is_real(build):
+    model, _ = build()
+    x = _input().requires_grad_()
+    (g,) = torch.autograd.grad(model(x)[:, 0].sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="not implemented"):
+        torch.autograd.grad(g.square().sum(), x)
+
+
+@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("build", [mobile, vit], ids=["mobilenet", "vit"])
+def test_second_derivative_matches_finite_differences(build, name):
+    model, layer = build()
+    wrapper, kwargs = _methods(model, layer(model))[name]
+    x = _input()
+    weights = torch.randn(
+        x.shape if name != "LayerGradCam" else (2, 1, 8, 8),
+        generator=torch.Generator().manual_seed(4),
+        dtype=torch.float64,
+    )
+    direction = torch.randn(
+        x.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64
+    )
+
+    def value(point):
+        return (wrapper.attribute(point, target=1, **kwargs) * weights).sum()
+
+    xg = x.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(value(xg), xg)
+    eps = 1e-6
+    with torch.no_grad():
+        fd = (value(x + eps * direction) - value(x - eps * direction)) / (2 * eps)
+    torch.testing.assert_close((grad * direction).sum(), fd, rtol=1e-5, atol=1e-7)
+
+
+def test_first_order_values_equal_plain_captum():
+    model, _ = mobile()
+    x = _input()
+    for captum_obj, kwargs in (
+        (Saliency(model), {"abs": True}),
+        (IntegratedGradients(model), {"n_steps": 3}),
+        (LayerGradCam(model, model.se), {}),
+    ):
+        plain = captum_obj.attribute(x, target=2, **kwargs)
+        ours = differentiable(captum_obj).attribute(x, target=2, **kwargs)
+        torch.testing.assert_close(ours, plain, rtol=1e-7, atol=1e-10)
+
+
+def _sdpa_flags():
+    b = torch.backends.cuda
+    return (
+        b.flash_sdp_enabled(),
+        b.mem_efficient_sdp_enabled(),
+        b.math_sdp_enabled(),
+        b.cudnn_sdp_enabled(),
+    )
+
+
+def test_global_state_restored_on_success_and_failure():
+    model, layer = vit()
+    x = _input()
+    torch.backends.cuda.enable_mem_efficient_sdp(False)  # a user's own setting
+    try:
+        before = _sdpa_flags()
+        for wrapper, kwargs in _methods(model, layer(model)).values():
+            wrapper.attribute(x, target=1, **kwargs)
+            assert _sdpa_flags() == before
+            assert torch._C._len_torch_function_stack() == 0
+        with pytest.raises(ValueError, match="`target`"):
+            # Fails inside the forward pass, under the context.
+            differentiable(Saliency(model)).attribute(x, target=7)
+        assert _sdpa_flags() == before
+        assert torch._C._len_torch_function_stack() == 0
+    finally:
+        torch.backends.cuda.enable_mem_efficient_sdp(True)
