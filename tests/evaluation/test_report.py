@@ -1,0 +1,149 @@
+"""Reports (issue 13: an attack and its random baseline side by side, with
+intervals) and the checks of the report and demo arguments."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from captum_robust.evaluation import (
+    DemoSettings,
+    ReportRow,
+    demo_model,
+    format_table,
+    run_demo,
+    summarize,
+    write_report,
+)
+
+
+def summary_of(scores, skipped=0):
+    records = [
+        {"index": i, "correct": True, "label_kept": True, "topk": s}
+        for i, s in enumerate(scores)
+    ]
+    records += [
+        {"index": len(scores) + i, "correct": False, "label_kept": True, "topk": 1.0}
+        for i in range(skipped)
+    ]
+    return summarize(records, ["topk"])
+
+
+def two_attack_rows():
+    attack = summary_of([0.2, 0.4, math.nan, 0.3], skipped=2)
+    baseline = summary_of([0.9, 0.95, 0.85, 1.0], skipped=2)
+    return [
+        ReportRow("natural", "Saliency", "TopKAttack", attack),
+        ReportRow("natural", "Saliency", "RandomAttack", baseline),
+    ]
+
+
+def test_attack_and_random_baseline_in_one_table_with_intervals():
+    rows = two_attack_rows()
+    table = format_table(rows).splitlines()
+    assert table[0].split() == [
+        "model",
+        "attribution",
+        "attack",
+        "attacked",
+        "skipped",
+        "clean",
+        "acc",
+        "label",
+        "kept",
+        "top-k",
+    ]
+    attack_stats = rows[0].summary["topk"]
+    interval = f"[{attack_stats['ci_low']:.3f}, {attack_stats['ci_high']:.3f}]"
+    assert table[1].startswith("natural  Saliency     TopKAttack")
+    assert table[1].endswith(f"0.300 {interval} (1 NaN)")
+    assert table[1].split()[3:5] == ["4", "2"]  # attacked, skipped
+    assert "RandomAttack" in table[2] and "NaN" not in table[2]
+    assert table[2].split()[-3] == "0.925"
+    assert "95% confidence interval" in table[3] and "skipped" in table[3]
+
+
+def test_html_and_json_reports_hold_both_rows(tmp_path):
+    rows = two_attack_rows()
+    json_path, html_path = write_report(rows, tmp_path, settings={"epsilon": 0.03})
+    report = json.loads(json_path.read_text())
+    assert [r["attack"] for r in report["rows"]] == ["TopKAttack", "RandomAttack"]
+    topk = report["rows"][0]["summary"]["topk"]
+    assert topk["nan_count"] == 1 and topk["count"] == 3
+    assert report["rows"][0]["summary"]["skipped"] == 2
+    page = html_path.read_text()
+    assert page.count("<tr>") == 3
+    stats = rows[0].summary["topk"]
+    cell = f"0.300 [{stats['ci_low']:.3f}, {stats['ci_high']:.3f}] (1 NaN)"
+    assert f"<td>{cell}</td>" in page
+    assert "<th>skipped</th>" in page and "95% confidence interval" in page
+
+
+def test_report_arguments_are_checked_by_name(tmp_path):
+    with pytest.raises(TypeError, match="`summary` must be a dict"):
+        ReportRow("m", "a", "x", [0.5])
+    with pytest.raises(TypeError, match="`model` must be a str"):
+        ReportRow(None, "a", "x", {})
+    with pytest.raises(TypeError, match="`figure_paths` must be a list"):
+        ReportRow("m", "a", "x", {}, "figure.png")
+    with pytest.raises(TypeError, match=r"`rows` must be a sequence of ReportRow"):
+        format_table([{"model": "m"}])
+    with pytest.raises(TypeError, match="`rows` must be a sequence"):
+        format_table(ReportRow("m", "a", "x", {}))
+    bad = ReportRow("m", "a", "x", {"topk": {"mean": "high"}})
+    with pytest.raises(ValueError, match=r"`rows\[0\].summary\['topk'\]\['mean'\]`"):
+        format_table([bad])
+    row = ReportRow("m", "a", "x", {"topk": {"mean": 0.5}})
+    with pytest.raises(TypeError, match="`output_dir`"):
+        write_report([row], 3)
+    with pytest.raises(TypeError, match="`settings` must be a dict"):
+        write_report([row], tmp_path, settings=[1])
+    with pytest.raises(TypeError, match="`settings` and the rows' summaries"):
+        write_report([row], tmp_path, settings={"model": object()})
+    with pytest.raises(TypeError, match="`title`"):
+        write_report([row], tmp_path, title=None)
+    missing = ReportRow("m", "a", "x", {}, [tmp_path / "gone.png"])
+    with pytest.raises(ValueError, match=r"`rows\[0\].figure_paths` names"):
+        write_report([missing], tmp_path)
+    # A summary without the mean of a metric shows a dash, not a KeyError.
+    assert format_table([ReportRow("m", "a", "x", {"topk": {}})]).endswith("-")
+
+
+def test_demo_model_and_settings_reject_bad_values():
+    with pytest.raises(ValueError, match="`num_classes` must be >= 1"):
+        demo_model(num_classes=0)
+    with pytest.raises(TypeError, match="`in_channels` must be an int"):
+        demo_model(in_channels=3.0)
+    assert demo_model(num_classes=2, in_channels=1)(torch.rand(1, 1, 16, 16)).shape == (
+        1,
+        2,
+    )
+    for field, value, error in [
+        ("batch_size", 0, ValueError),
+        ("batch_size", 2.5, TypeError),
+        ("seed", True, TypeError),
+        ("image_size", 8, ValueError),
+        ("natural_epochs", 0, ValueError),
+        ("learning_rate", 0.0, ValueError),
+        ("epsilon", -1.0, ValueError),
+        ("step_size", 0.0, ValueError),
+        ("k", 32 * 32 + 1, ValueError),
+        ("foreground", (1.0, 1.0), TypeError),
+        ("foreground", (1.0, 2.0, 1.0), ValueError),
+        ("digit_scale", (0.9, 0.5), ValueError),
+    ]:
+        with pytest.raises(error, match=f"`{field}"):
+            DemoSettings(**{field: value})
+
+
+def test_run_demo_rejects_bad_arguments(tmp_path):
+    with pytest.raises(TypeError, match="`progress` must be a bool"):
+        run_demo(tmp_path, progress=1)
+    with pytest.raises(TypeError, match="`settings` must be a DemoSettings"):
+        run_demo(tmp_path, settings={"batch_size": 0})
+    with pytest.raises(TypeError, match="`log` must be callable"):
+        run_demo(tmp_path, log="print")
+    with pytest.raises(TypeError, match="`output_dir`"):
+        run_demo(None)
+    assert not any(tmp_path.iterdir())  # nothing started
