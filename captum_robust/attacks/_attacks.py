@@ -175,6 +175,10 @@ def _document(**parts: str) -> Callable[[AttackT], AttackT]:
 
 _SIGN_STEP = "Step per iteration (``alpha`` of the sign step)."
 
+# A center of mass closer than this (in pixels) to the original one counts as
+# not moved: MassCenterAttack then pushes it along a fixed direction.
+_UNMOVED_CENTER = 1e-3
+
 
 @_document(
     epsilon="8/255",
@@ -435,12 +439,38 @@ class MassCenterAttack(AttributionAttack):
 
     def _setup(self, b: Batch, extras: dict[str, Any]) -> None:
         assert b.shape is not None
-        b.state["center0"] = center_of_mass_map(b.map0.view(-1, *b.shape))
+        center0 = center_of_mass_map(b.map0.view(-1, *b.shape))
+        b.state["center0"] = center0
+        # The direction to push a center that has not moved yet: away from the
+        # middle of the image, or along the diagonal from the middle itself.
+        h, w = b.shape
+        middle = torch.tensor(
+            [(h - 1) / 2, (w - 1) / 2], dtype=center0.dtype, device=center0.device
+        )
+        away = torch.nan_to_num(center0 - middle)
+        length = away.norm(dim=1, keepdim=True)
+        diagonal = torch.full_like(away, 0.5**0.5)
+        b.state["push"] = torch.where(
+            length > _UNMOVED_CENTER, away / length.clamp_min(1e-30), diagonal
+        )
 
     def _loss(self, maps: Tensor, b: Batch, xg: tuple[Tensor, ...]) -> Tensor:
+        # The sign step only uses the gradient's sign, per sample. With
+        # d = C(S(x)) - C0, grad(-||d||^2) = 2 ||d|| grad(-v . d) for v = d / ||d||
+        # held fixed, so descending -v . d takes the same steps. Where d = 0 (the
+        # input itself, on a smooth model whose surrogate is the model) the
+        # squared loss has no gradient and the sample never moved; -v . d with
+        # the fixed push direction v still has one.
         assert b.shape is not None
         centers = center_of_mass_map(maps.view(-1, *b.shape))
-        return -(centers - b.state["center0"].to(maps.dtype)).square().sum(dim=1)
+        d = centers - b.state["center0"].to(maps.dtype)
+        length = d.detach().norm(dim=1, keepdim=True)
+        v = torch.where(
+            length > _UNMOVED_CENTER,
+            d.detach() / length.clamp_min(1e-30),
+            b.state["push"].to(maps.dtype),
+        )
+        return -(v * d).sum(dim=1)
 
 
 @_document(
@@ -776,7 +806,8 @@ default "target_mse"
             )
         b.state["target_map"] = t / total.unsqueeze(1)
         with torch.no_grad():
-            b.state["output0"] = torch.softmax(self._surrogate_logits(b.x0, b), dim=1)
+            logits = self._surrogate_logits(b.x0, b).to(b.map0.dtype)
+            b.state["output0"] = torch.softmax(logits, dim=1)
 
     def _surrogate_logits(self, x: tuple[Tensor, ...], b: Batch) -> Tensor:
         args = b.additional_forward_args
@@ -790,7 +821,10 @@ default "target_mse"
     def _loss(self, maps: Tensor, b: Batch, xg: tuple[Tensor, ...]) -> Tensor:
         target_map = b.state["target_map"].to(maps.dtype)
         map_term = (maps - target_map).square().mean(dim=1)
-        probs = torch.softmax(self._surrogate_logits(xg, b), dim=1)
+        # In the map's dtype: float32 for half-precision models, where the
+        # weights (1e11, 1e6) would overflow float16.
+        logits = self._surrogate_logits(xg, b).to(maps.dtype)
+        probs = torch.softmax(logits, dim=1)
         output_term = (probs - b.state["output0"].to(probs.dtype)).square().mean(dim=1)
         return self.map_weight * map_term + self.output_weight * output_term
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,8 @@ from captum.robust import Perturbation
 from torch import Tensor
 
 from captum_robust._utils.modes import eval_mode
+from captum_robust._utils.second_order import second_order_safe
+from captum_robust._utils.targets import check_class_indices, check_class_range
 from captum_robust._utils.validation import (
     check_choice,
     check_number,
@@ -24,14 +27,13 @@ from captum_robust.attacks._utils import (
     TensorOrTuple,
     as_module,
     check_inputs,
-    class_indices,
     draw,
     fmt,
+    master_dtype,
     normalized_map,
     prepare_masks,
     spatial_shape,
     take,
-    take_target,
 )
 from captum_robust.attr import (
     DifferentiableAttribution,
@@ -70,6 +72,11 @@ _PLAIN_CRITERION_METHODS = (Saliency, InputXGradient, IntegratedGradients, Layer
 # evaluations per call the speed is flat (3x32x32 CNN, 2 cores).
 _CPU_EVALUATIONS_PER_CALL = 128
 
+# Per-sample loss scaling of float16 backward passes (see _input_gradients).
+_SCALE_TRIES = 4
+_SCALE_JUMP = 256.0
+_MIN_SCALE, _MAX_SCALE = 2.0**-100, 2.0**100
+
 
 @dataclass
 class Batch:
@@ -98,7 +105,7 @@ class Batch:
             masks=None
             if self.masks is None
             else tuple(take(m, index, host_index, n) for m in self.masks),
-            target=take_target(self.target, index, host_index, n),
+            target=take(self.target, index, host_index, n),
             additional_forward_args=take(
                 self.additional_forward_args, index, host_index, n
             ),
@@ -451,7 +458,13 @@ class AttributionAttack(Perturbation):
         masks = prepare_masks(mask, x0, is_tuple)
         x0 = tuple(t.detach() for t in x0)
         batch, device = int(x0[0].shape[0]), x0[0].device
-        classes = class_indices(target, batch, device)
+        # One validated LongTensor (B,) goes to Captum and to the label check; the
+        # class range is checked once the model's output width is known.
+        classes = (
+            None
+            if target is None
+            else check_class_indices(target, batch, device, name="target")
+        )
         if generator is None and self.seed is not None:
             generator = torch.Generator(device=device).manual_seed(self.seed)
 
@@ -465,7 +478,6 @@ class AttributionAttack(Perturbation):
                     x0,
                     is_tuple,
                     masks,
-                    target,
                     classes,
                     additional_forward_args,
                     kwargs,
@@ -483,7 +495,6 @@ class AttributionAttack(Perturbation):
         x0: tuple[Tensor, ...],
         is_tuple: bool,
         masks: tuple[Tensor, ...] | None,
-        target: Any,
         classes: Tensor | None,
         additional_forward_args: Any,
         kwargs: dict[str, Any],
@@ -500,7 +511,7 @@ class AttributionAttack(Perturbation):
             x0=x0,
             is_tuple=is_tuple,
             masks=masks,
-            target=target,
+            target=classes,
             additional_forward_args=additional_forward_args,
             attribution_kwargs=kwargs,
             label=torch.zeros(batch, dtype=torch.long, device=device),
@@ -536,7 +547,7 @@ class AttributionAttack(Perturbation):
         index = torch.tensor(host_index, dtype=torch.long, device=device)
         b = full if n_attacked == batch else full.select(index, host_index)
 
-        best, best_crit, best_restart, best_step, steps_done = self._search(
+        best, best_crit, best_restart, best_step, steps_done, unmoved = self._search(
             b,
             full,
             index,
@@ -553,6 +564,16 @@ class AttributionAttack(Perturbation):
             for t, bt in zip(x0, best)
         )
         perturbed = fmt(out, is_tuple)
+        n_unmoved = int(unmoved.sum()) if n_attacked else 0
+        if n_unmoved and eps > 0:
+            warnings.warn(
+                f"{type(self).__name__}: {n_unmoved} of {n_attacked} attacked "
+                "samples never left the input (every update was zero: the loss "
+                "had no gradient there, e.g. a ReLU model with surrogate_beta=None, "
+                "or the mask leaves no pixel free); AttackResult.unmoved marks them.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
         if not return_results:
             return perturbed
 
@@ -580,6 +601,7 @@ class AttributionAttack(Perturbation):
             ),
             best_restart=restart_full,
             best_step=scatter(best_step, torch.zeros_like(full.label)),
+            unmoved=scatter(unmoved, torch.zeros_like(correct)),
         )
         return perturbed, result
 
@@ -594,24 +616,34 @@ class AttributionAttack(Perturbation):
         n_steps: int,
         n_restarts: int,
         generator: torch.Generator | None,
-    ) -> tuple[tuple[Tensor, ...], Tensor, Tensor, Tensor, int]:
-        """Restarts x steps on the attacked samples ``b``; each keeps its best."""
+    ) -> tuple[tuple[Tensor, ...], Tensor, Tensor, Tensor, int, Tensor]:
+        """Restarts x steps on the attacked samples ``b``; each keeps its best.
+
+        Iterates live in :func:`master_dtype` (float32 for half-precision
+        inputs); the model sees them, and the caller gets them, in the input's
+        dtype.
+        """
         higher, best_value = CRITERIA[self.criterion]
         n, device = b.size, b.x0[0].device
         best = tuple(t.clone() for t in b.x0)
         best_restart = torch.full((n,), -1, dtype=torch.long, device=device)
         best_step = torch.zeros(n, dtype=torch.long, device=device)
+        unmoved = torch.ones(n, dtype=torch.bool, device=device)
         steps_done = 0
         if n == 0:
-            return best, best_crit, best_restart, best_step, steps_done
+            return best, best_crit, best_restart, best_step, steps_done, unmoved
+        x0m = tuple(t.to(master_dtype(t.dtype)) for t in b.x0)
         for restart in range(n_restarts):
-            x = self._start(b, full, index, eps, restart, generator)
-            moments: list[Tensor] | None = None
+            x = self._start(b, x0m, full, index, eps, restart, generator)
+            optimizer: dict[str, Any] = {}
             for step in range(1, n_steps + 1):
-                x, moments = self._step(
-                    x, b, full, index, eps, alpha, step, moments, generator
+                x = self._step(
+                    x, x0m, b, full, index, eps, alpha, step, optimizer, generator
                 )
-                maps, logits = self._real_map(x, b)
+                xi = self._in_input_dtype(x, b.x0, eps)
+                for t, t0 in zip(xi, b.x0):
+                    unmoved &= (t == t0).flatten(1).all(dim=1)
+                maps, logits = self._real_map(xi, b)
                 crit = self._criterion(maps, b)
                 # The label constraint: an iterate that changes the prediction is
                 # never kept (the walk goes on from it, inside the ball).
@@ -619,7 +651,7 @@ class AttributionAttack(Perturbation):
                 better = kept & ((crit > best_crit) if higher else (crit < best_crit))
                 best = tuple(
                     torch.where(better.view(-1, *([1] * (t.dim() - 1))), t, bt)
-                    for t, bt in zip(x, best)
+                    for t, bt in zip(xi, best)
                 )
                 best_crit = torch.where(better, crit, best_crit)
                 best_restart = best_restart.masked_fill(better, restart)
@@ -632,25 +664,54 @@ class AttributionAttack(Perturbation):
                         best_crit >= best_value if higher else best_crit <= best_value
                     )
                     if bool(reached.all()):
-                        return best, best_crit, best_restart, best_step, steps_done
-        return best, best_crit, best_restart, best_step, steps_done
+                        return (
+                            best,
+                            best_crit,
+                            best_restart,
+                            best_step,
+                            steps_done,
+                            unmoved,
+                        )
+        return best, best_crit, best_restart, best_step, steps_done, unmoved
 
     def _attribute_original(self, b: Batch) -> tuple[Any, Tensor]:
         """Attribution and logits of the real model at the original inputs."""
         logits = None
-        if b.target is None:
-            # Attribute the predicted class, as one does to explain a prediction.
+        # Off the CPU an out-of-range target would trip a device-side assert in
+        # the attribution's gather, which no error handler recovers from: check
+        # it on the logits first. On a CPU that forward pass is spared (Saliency
+        # records the logits) and a failed attribution is explained afterwards.
+        if b.target is None or b.x0[0].device.type != "cpu":
             with torch.no_grad():
-                logits = self._forward(b.x0, b)
-            b.target = _labels(logits).argmax(dim=1)
-        parts = self._in_row_chunks(self._attribute_original_rows, b.x0, b)
+                logits = _labels(self._forward(b.x0, b))
+            if b.target is None:
+                # Attribute the predicted class, as one does to explain a
+                # prediction.
+                b.target = logits.argmax(dim=1)
+            else:
+                check_class_range(b.target, logits.shape[1], name="target")
+        try:
+            parts = self._in_row_chunks(self._attribute_original_rows, b.x0, b)
+        except (RuntimeError, IndexError) as exc:
+            if logits is None:
+                with torch.no_grad():
+                    width = _labels(self._forward(b.x0, b)).shape[1]
+                try:
+                    check_class_range(b.target, width, name="target")
+                except ValueError as range_error:
+                    raise range_error from exc
+            raise
         attr, recorded = parts[0] if len(parts) == 1 else concat_rows(parts)
         if logits is None:
             logits = recorded
-        if logits is None:
-            with torch.no_grad():
-                logits = self._forward(b.x0, b)
-        return attr, _labels(logits)
+            if logits is None:
+                with torch.no_grad():
+                    logits = self._forward(b.x0, b)
+            logits = _labels(logits)
+            # A plain-callable attribution may ignore the target; the label check
+            # still needs it to name an output.
+            check_class_range(b.target, logits.shape[1], name="target")
+        return attr, logits
 
     def _attribute_original_rows(
         self, x0: tuple[Tensor, ...], b: Batch
@@ -688,6 +749,7 @@ class AttributionAttack(Perturbation):
     def _start(
         self,
         b: Batch,
+        x0m: tuple[Tensor, ...],
         full: Batch,
         index: Tensor,
         eps: float,
@@ -695,12 +757,12 @@ class AttributionAttack(Perturbation):
         generator: torch.Generator | None,
     ) -> tuple[Tensor, ...]:
         if restart == 0 and not self.random_start:
-            return b.x0
+            return x0m
         # Noise is drawn for the whole batch and then selected, so a sample's
         # start depends on its position in the batch, not on which others were
         # skipped.
         out = []
-        for i, x0 in enumerate(b.x0):
+        for i, x0 in enumerate(x0m):
             noise = draw("rand", full.x0[i].shape, generator=generator, like=x0)
             noise = (noise.index_select(0, index) * 2 - 1) * eps
             out.append(self._project(x0 + noise, x0, b, i, eps))
@@ -712,40 +774,143 @@ class AttributionAttack(Perturbation):
             delta = delta * b.masks[i]
         return (x0 + delta).clamp(self.lower_bound, self.upper_bound)
 
+    def _in_input_dtype(
+        self, x: tuple[Tensor, ...], x0: tuple[Tensor, ...], eps: float
+    ) -> tuple[Tensor, ...]:
+        """Iterates cast to the input's dtype, still inside the ball and bounds.
+
+        Rounding to half precision can land one spacing outside the ball or the
+        bounds; such entries move one representable value towards the input.
+        """
+        out = []
+        for t, t0 in zip(x, x0):
+            if t.dtype == t0.dtype:
+                out.append(t)
+                continue
+            cast = t.to(t0.dtype)
+            wide = cast.to(t.dtype)
+            outside = (
+                ((wide - t0.to(t.dtype)).abs() > eps)
+                | (wide < self.lower_bound)
+                | (wide > self.upper_bound)
+            )
+            out.append(torch.where(outside, torch.nextafter(cast, t0), cast))
+        return tuple(out)
+
     def _step(
         self,
         x: tuple[Tensor, ...],
+        x0m: tuple[Tensor, ...],
         b: Batch,
         full: Batch,
         index: Tensor,
         eps: float,
         alpha: float,
         step: int,
-        moments: list[Tensor] | None,
+        optimizer: dict[str, Any],
         generator: torch.Generator | None,
-    ) -> tuple[tuple[Tensor, ...], list[Tensor] | None]:
+    ) -> tuple[Tensor, ...]:
         if self._update_rule == "random":
             moves = []
             for i, t in enumerate(x):
                 noise = draw("randn", full.x0[i].shape, generator=generator, like=t)
                 moves.append(alpha * noise.index_select(0, index).sign())
         else:
-            xg = tuple(t.detach().requires_grad_() for t in x)
-            loss = self._loss(self._surrogate_map(xg, b), b, xg)
-            grads = torch.autograd.grad(loss.sum(), xg, allow_unused=True)
+            xg = tuple(
+                t.detach().to(t0.dtype).requires_grad_() for t, t0 in zip(x, b.x0)
+            )
+            # The direction differentiates the attribution a second time;
+            # MobileNetV3's hard activations and ViT's fused attention have no
+            # double backward, this context reroutes them.
+            with second_order_safe():
+                loss = self._loss(self._surrogate_map(xg, b), b, xg)
+                grads = self._input_gradients(loss, xg, optimizer)
             grads = tuple(
-                torch.zeros_like(t) if g is None else torch.nan_to_num(g, nan=0.0)
-                for g, t in zip(grads, xg)
+                torch.nan_to_num(g.to(t.dtype), nan=0.0) for g, t in zip(grads, x)
             )
             if self._update_rule == "sign":
                 moves = [-alpha * g.sign() for g in grads]
             else:
-                moves, moments = _adam(grads, moments, step, alpha)
-        new = tuple(
+                moves, optimizer["moments"] = _adam(
+                    grads, optimizer.get("moments"), step, alpha
+                )
+        return tuple(
             self._project(t.detach() + m, x0, b, i, eps)
-            for i, (t, m, x0) in enumerate(zip(x, moves, b.x0))
+            for i, (t, m, x0) in enumerate(zip(x, moves, x0m))
         )
-        return new, moments
+
+    def _input_gradients(
+        self, loss: Tensor, xg: tuple[Tensor, ...], optimizer: dict[str, Any]
+    ) -> tuple[Tensor, ...]:
+        """Gradient of the per-sample ``loss`` (n,) with respect to ``xg``.
+
+        A float16 backward pass overflows above 65504 and flushes below 6e-8,
+        which zeroed every update of the manipulation attack (its weights are
+        1e11 and 1e6). There each sample's loss is scaled by its own power of two
+        before the backward pass and the gradient unscaled after it, in float32,
+        as mixed-precision training does: a sample whose gradient overflowed is
+        retried at a 256x smaller scale, one whose gradient vanished at a 256x
+        larger one, and after each step the scale is set so that the largest
+        scaled gradient is about 2^10. Sign and Adam steps depend only on the
+        unscaled gradient, so the scale does not change the attack.
+        """
+        if not any(t.dtype == torch.float16 for t in xg):
+            grads = torch.autograd.grad(loss.sum(), xg, allow_unused=True)
+            return tuple(
+                torch.zeros_like(t) if g is None else g for g, t in zip(grads, xg)
+            )
+        n = loss.shape[0]
+        scale = optimizer.get("scale")
+        if scale is None:
+            scale = torch.ones(n, dtype=torch.float32, device=loss.device)
+        loss = loss.float()
+        kept: tuple[Tensor, ...] | None = None
+        peak = scale
+        retry = torch.ones(n, dtype=torch.bool, device=loss.device)
+        for _ in range(_SCALE_TRIES):
+            raw = torch.autograd.grad(
+                (loss * scale).sum(), xg, allow_unused=True, retain_graph=True
+            )
+            raw = tuple(
+                torch.zeros_like(t) if g is None else g for g, t in zip(raw, xg)
+            )
+            grads = tuple(
+                g.float() / scale.view(-1, *([1] * (g.dim() - 1))) for g in raw
+            )
+            amax = torch.stack(
+                [g.float().abs().flatten(1).amax(dim=1) for g in raw]
+            ).amax(dim=0)
+            if kept is None:
+                kept, peak = grads, amax
+            else:
+                kept = tuple(
+                    torch.where(retry.view(-1, *([1] * (g.dim() - 1))), g, k)
+                    for g, k in zip(grads, kept)
+                )
+                peak = torch.where(retry, amax, peak)
+            overflow = ~torch.isfinite(amax)
+            vanished = (amax == 0) & (scale < _MAX_SCALE)
+            retry = retry & (overflow | vanished)
+            scale = torch.where(
+                overflow,
+                scale / _SCALE_JUMP,
+                torch.where(vanished, scale * _SCALE_JUMP, scale),
+            ).clamp(_MIN_SCALE, _MAX_SCALE)
+            if not bool(retry.any()):
+                break
+        assert kept is not None
+        # Aim the next step's largest scaled gradient at 2^10, by a power of two
+        # (exact to unscale), at most 2^8 per step.
+        finite = torch.isfinite(peak) & (peak > 0)
+        shift = (10 - torch.log2(peak.clamp_min(1e-30))).floor().clamp(-8, 8)
+        optimizer["scale"] = torch.where(
+            finite, scale * torch.exp2(shift), scale
+        ).clamp(_MIN_SCALE, _MAX_SCALE)
+        # A sample that still overflowed makes no move this step.
+        bad = ~torch.isfinite(peak)
+        return tuple(
+            g.masked_fill(bad.view(-1, *([1] * (g.dim() - 1))), 0.0) for g in kept
+        )
 
 
 def _labels(logits: object) -> Tensor:

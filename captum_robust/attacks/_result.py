@@ -53,6 +53,14 @@ class AttackResult:
     best_step : Tensor
         int64: step (1-based, within ``best_restart``) of the returned input; 0 if
         not ``improved``.
+    unmoved : Tensor
+        bool: the sample was attacked but no iterate ever differed from the
+        input: every update was zero (the loss had no gradient there, e.g. a
+        ReLU model attacked with ``surrogate_beta=None``), the mask leaves no
+        pixel free, or ``epsilon`` is 0. Unlike a sample that is not
+        ``improved``, such a sample was never explored. ``perturb`` also warns
+        with their count (a ``RuntimeWarning``) when ``epsilon`` > 0. False for
+        skipped samples.
 
     Examples
     --------
@@ -64,7 +72,7 @@ class AttackResult:
     ...     improved=torch.tensor([True, False]), label_kept=torch.ones(2, dtype=bool),
     ...     skipped=torch.zeros(2, dtype=bool), original_label=torch.tensor([3, 1]),
     ...     steps=torch.tensor([10, 10]), best_restart=torch.tensor([0, -1]),
-    ...     best_step=torch.tensor([7, 0]))
+    ...     best_step=torch.tensor([7, 0]), unmoved=torch.zeros(2, dtype=bool))
     >>> len(r), r.improved.tolist()
     (2, [True, False])
     """
@@ -80,6 +88,7 @@ class AttackResult:
     steps: Tensor
     best_restart: Tensor
     best_step: Tensor
+    unmoved: Tensor
 
     def __len__(self) -> int:
         return int(self.criterion_before.shape[0])

@@ -33,16 +33,38 @@ def fmt(tensors: tuple[Tensor, ...], is_tuple: bool) -> TensorOrTuple:
 def normalized_map(attributions: Any) -> Tensor:
     """The map S an attack ranks: channel-summed |attribution|, flat, summing to 1.
 
+    Half-precision attributions are mapped in float32: a sum over a large map can
+    overflow float16, and the losses' gradients would underflow.
+
     The normalisation makes the losses depend on where the attribution mass lies,
     not on how much of it there is: otherwise the top-k loss could be lowered by
     shrinking the whole map without moving anything. The clamp keeps an all-zero
     map at zero instead of NaN.
     """
     flat = flatten_attribution(
-        attributions, abs=True, channel_reduction="sum", validate=False
+        _upcast(attributions), abs=True, channel_reduction="sum", validate=False
     )
     total = flat.sum(dim=1, keepdim=True)
     return flat / total.clamp_min(torch.finfo(flat.dtype).tiny)
+
+
+def master_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the attack keeps iterates, maps and optimiser state in.
+
+    Half precision (float16, bfloat16) cannot hold the iterates: a step of 1/255
+    or an Adam update is below their spacing near 1 (2^-11 and 2^-8), so it
+    would round away. Such inputs are iterated in float32 and only cast for the
+    model; every other dtype is kept as it is.
+    """
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _upcast(attributions: Any) -> Any:
+    if isinstance(attributions, tuple):
+        return tuple(_upcast(a) for a in attributions)
+    if isinstance(attributions, Tensor) and attributions.is_floating_point():
+        return attributions.to(master_dtype(attributions.dtype))
+    return attributions
 
 
 def spatial_shape(attributions: Any) -> tuple[int, int] | None:
@@ -176,39 +198,6 @@ def prepare_masks(
     return tuple(out)
 
 
-def class_indices(target: object, batch: int, device: torch.device) -> Tensor | None:
-    """One class index per sample for the label check, or None for no target."""
-    if target is None:
-        return None
-    if isinstance(target, bool):
-        raise TypeError("`target` must be an int, a Tensor or a list, got bool.")
-    if isinstance(target, int):
-        return torch.full((batch,), target, dtype=torch.long, device=device)
-    if isinstance(target, Tensor):
-        if target.is_floating_point() or target.is_complex():
-            raise TypeError(f"`target` must hold integers, got {target.dtype}.")
-        if target.dim() == 0 or (target.dim() == 1 and target.numel() == 1):
-            return target.reshape(1).to(device, torch.long).expand(batch)
-        if target.dim() == 1 and target.shape[0] == batch:
-            return target.to(device, torch.long)
-        raise ValueError(
-            f"`target` must have shape () or ({batch},), got {tuple(target.shape)}."
-        )
-    if isinstance(target, list):
-        if len(target) != batch or not all(
-            isinstance(t, int) and not isinstance(t, bool) for t in target
-        ):
-            raise ValueError(
-                f"`target` as a list must hold {batch} ints (one class per sample)."
-            )
-        return torch.tensor(target, dtype=torch.long, device=device)
-    raise TypeError(
-        "`target` must be None, an int, a Tensor of class indices or a list of "
-        f"ints (one class per sample, which the label check needs), got "
-        f"{type(target).__name__}."
-    )
-
-
 def take(value: Any, index: Tensor, host_index: list[int], batch: int) -> Any:
     """Select samples ``index`` of per-sample tensors; leave everything else.
 
@@ -223,12 +212,6 @@ def take(value: Any, index: Tensor, host_index: list[int], batch: int) -> Any:
     if isinstance(value, tuple):
         return tuple(take(v, index, host_index, batch) for v in value)
     return value
-
-
-def take_target(target: Any, index: Tensor, host_index: list[int], batch: int) -> Any:
-    if isinstance(target, list):
-        return [target[i] for i in host_index]
-    return take(target, index, host_index, batch)
 
 
 def draw(
