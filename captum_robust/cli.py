@@ -458,10 +458,37 @@ def _attribution(
             f"--layer {name!r} is not a module of the model (its top-level modules: "
             f"{children}; nested ones are written like layer4.1)"
         ) from exc
+    _warn_if_single_cell(inner, layer, name, example)
     # Grad-CAM's layer map is upsampled to the image so that the metrics and the
     # masks compare it pixel by pixel; the ReLU is part of Grad-CAM's definition.
     gradcam = differentiable(LayerGradCam(model, layer), upsample_to_input=True)
     return gradcam, {"relu_attributions": True}, f"grad-cam ({name})"
+
+
+def _warn_if_single_cell(
+    model: nn.Module, layer: nn.Module, name: str, example: Tensor
+) -> None:
+    """A 1x1 layer map (ResNet's layer4 on 32 px images) upsamples to a constant
+    map, whose rank metrics are undefined."""
+    from captum_robust._utils.modes import eval_mode
+
+    shapes = []
+    handle = layer.register_forward_hook(
+        lambda module, args, output: shapes.append(getattr(output, "shape", None))
+    )
+    try:
+        with torch.no_grad(), eval_mode(model):
+            model(example)
+    finally:
+        handle.remove()
+    shape = shapes[-1] if shapes else None
+    if shape is not None and len(shape) == 4 and shape[2] * shape[3] == 1:
+        print(
+            f"captum-robust: warning: Grad-CAM layer {name!r} gives a 1x1 map at "
+            f"{example.shape[2]}x{example.shape[3]} px, so every map is constant; "
+            "pass an earlier --layer or a larger --image-size",
+            file=sys.stderr,
+        )
 
 
 def _attack(

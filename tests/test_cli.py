@@ -480,13 +480,20 @@ def test_default_k_in_a_run(capsys, tmp_path):
     assert json.loads((tmp_path / "report.json").read_text())["settings"]["k"] == 400
 
 
-def test_default_layer_of_torchvision_models():
+def test_default_layer_of_torchvision_models(capsys):
     torchvision = pytest.importorskip("torchvision")
     x = torch.rand(1, 3, 32, 32)
     assert default_layer(torchvision.models.resnet18(), x) == "layer4"
     # Squeeze-excitation blocks pool inside `features`; the global pool comes after.
     mobilenet = torchvision.models.mobilenet_v3_small()
     assert default_layer(mobilenet, x) == "features"
+    # ResNet's layer4 is 1x1 at 32 px: a constant Grad-CAM map, said on stderr.
+    capsys.readouterr()
+    resnet = torchvision.models.resnet18()
+    cli._warn_if_single_cell(resnet, resnet.layer4, "layer4", x)
+    assert "1x1 map" in capsys.readouterr().err
+    cli._warn_if_single_cell(resnet, resnet.layer3, "layer3", x)
+    assert capsys.readouterr().err == ""
     with pytest.raises(cli.CommandError, match="--layer"):
         default_layer(nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 2)), x)
 
