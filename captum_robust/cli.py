@@ -739,6 +739,20 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _pixel_amount(text: str) -> float:
+    """A non-negative number, also written as a fraction such as 8/255."""
+    numerator, slash, denominator = text.partition("/")
+    try:
+        value = float(numerator) / float(denominator) if slash else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(
+            f"must be a number or a fraction such as 8/255, got {text!r}"
+        ) from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be >= 0 and finite, got {text}")
+    return value
+
+
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
@@ -772,8 +786,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="train natural and robust models on the embedded benchmark, attack them",
-        description="Train natural and robust models on the embedded silhouette-"
-        "digits benchmark, attack their attributions and write a report.",
+        description="Train natural and robust models on the embedded\n"
+        "silhouette-digits benchmark, attack their attributions and write a report.",
         formatter_class=_HelpFormatter,
         epilog="example:\n  captum-robust demo --output demo_output",
     )
@@ -787,10 +801,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate",
         help="evaluate a model's attribution robustness on a data set",
-        description="Attack a model's attributions on a data set, beside a random "
-        "perturbation of the same budget, and write per-sample records, a report "
-        "(report.html, report.json) and a figure. Images stay in pixel space [0, 1]; "
-        "--normalize applies the model's input normalisation inside it.",
+        description="Attack a model's attributions on a data set, beside a random\n"
+        "perturbation of the same budget, and write per-sample records, a report\n"
+        "(report.html, report.json) and a figure. Images stay in pixel space\n"
+        "[0, 1]; --normalize applies the model's input normalisation inside it.",
         formatter_class=_HelpFormatter,
         epilog=EPILOG,
     )
@@ -903,8 +917,9 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument(
         "--layer",
         help="grad-cam: the layer, a module name such as layer4 or features.28 "
-        "(default: the last module with a (B, C, H, W) output, pooling left out: "
-        "layer4 of a ResNet, features of VGG, DenseNet, MobileNet, EfficientNet)",
+        "(default: the last module with a (B, C, H, W) output before the global "
+        "pooling: layer4 of a ResNet, features of VGG, DenseNet, MobileNet, "
+        "EfficientNet, ConvNeXt)",
     )
 
     attack = evaluate.add_argument_group("attack")
@@ -918,12 +933,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     attack.add_argument(
         "--epsilon",
-        type=_non_negative_float,
+        type=_pixel_amount,
         default=8 / 255,
-        help="L-inf budget in pixel units",
+        help="L-inf budget in pixel units, a number or a fraction (default: 8/255)",
     )
     attack.add_argument(
-        "--step-size", type=_non_negative_float, default=1 / 255, help="step size"
+        "--step-size",
+        type=_pixel_amount,
+        default=1 / 255,
+        help="step size in pixel units (default: 1/255)",
     )
     attack.add_argument("--steps", type=_positive_int, default=50, help="steps")
     attack.add_argument("--restarts", type=_positive_int, default=1, help="restarts")

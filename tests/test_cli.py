@@ -650,8 +650,22 @@ def test_weights_that_do_not_fit(capsys, tmp_path):
     assert code == 2 and "cannot read weights" in err
 
 
-def test_bad_option_values_are_rejected_by_the_parser(capsys):
+@pytest.mark.parametrize(
+    "option, value",
+    [("--steps", "0"), ("--epsilon", "-1"), ("--epsilon", "8/0"), ("--k", "x")],
+)
+def test_bad_option_values_are_rejected_by_the_parser(capsys, option, value):
     with pytest.raises(SystemExit) as exit_info:
-        main(["evaluate", "--model", MODEL, "--steps", "0"])
+        main(["evaluate", "--model", MODEL, option, value])
     assert exit_info.value.code == 2
-    assert "--steps" in capsys.readouterr().err
+    assert option in capsys.readouterr().err
+
+
+def test_budgets_may_be_fractions():
+    args = cli.build_parser().parse_args(
+        ["evaluate", "--model", MODEL, "--epsilon", "4/255", "--step-size", "0.5/255"]
+    )
+    assert args.epsilon == 4 / 255 and args.step_size == 0.5 / 255
+    assert cli.build_parser().parse_args(["evaluate", "--model", MODEL]).epsilon == (
+        8 / 255
+    )
