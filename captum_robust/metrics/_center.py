@@ -9,6 +9,7 @@ from captum_robust.metrics._maps import (
     ChannelReduction,
     TensorOrTuple,
     spatial_attribution,
+    unit_scaled,
 )
 from captum_robust.metrics._pairwise import spatial_pair
 
@@ -16,14 +17,12 @@ from captum_robust.metrics._pairwise import spatial_pair
 def center_of_mass_map(maps: Tensor) -> Tensor:
     """(row, column) center of mass of (B, H, W) maps; NaN where the mass is zero.
 
-    Each map is divided by its largest magnitude first: the center does not
-    change, and the sums of H * W values (times a coordinate) cannot overflow
-    however large the attributions are. The scale is detached: the center does
-    not depend on it, and attacks differentiate this function.
+    Maps are rescaled by a power of two first (``unit_scaled``): the center does
+    not change, and the sums of H * W values (times a coordinate) cannot
+    overflow however large the attributions are.
     """
     _, height, width = maps.shape
-    peak = maps.detach().abs().amax(dim=(1, 2), keepdim=True)
-    maps = maps / torch.where(peak > 0, peak, torch.ones_like(peak))
+    maps = unit_scaled(maps)
     rows = torch.arange(height, device=maps.device, dtype=maps.dtype)
     cols = torch.arange(width, device=maps.device, dtype=maps.dtype)
     mass = maps.sum(dim=(1, 2))

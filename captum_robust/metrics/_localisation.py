@@ -15,6 +15,7 @@ from captum_robust.metrics._maps import (
     check_option,
     prepare_mask,
     spatial_attribution,
+    unit_scaled,
 )
 from captum_robust.metrics._topk import constant_rows, topk_mask
 
@@ -95,9 +96,8 @@ def silhouette_overlap(
     tensor([0.7500])
     """
     maps, binary = _map_and_mask(attributions, mask, abs, channel_reduction)
-    # Dividing by the peak keeps the sum of H * W values finite at any scale.
-    peak = maps.amax(dim=1, keepdim=True)
-    maps = maps / torch.where(peak > 0, peak, torch.ones_like(peak))
+    # The sum of H * W values must stay finite at any scale.
+    maps = unit_scaled(maps)
     total = maps.sum(dim=1)
     inside = (maps * binary).sum(dim=1)
     return torch.where(total > 0, inside / total, torch.full_like(total, _NAN))

@@ -72,40 +72,70 @@ def _finite_peaks(tensors: Sequence[Tensor], name: str) -> list[float]:
     return [max(-lo, hi) for lo, hi in extremes]
 
 
-def _prescaled(t: Tensor, peak: float) -> Tensor:
-    """``t`` with each sample scaled so that a sum over its channels is finite.
+def _overflow_shift(
+    tensors: Sequence[Tensor],
+    peaks: Sequence[float | None],
+    channel_reduction: str,
+) -> Tensor | None:
+    """Per-sample power of two that keeps every channel sum of a tuple finite.
 
     A sum of C values of magnitude up to ``peak`` overflows only when ``C * peak``
-    nears the dtype's maximum; the check is on the host, so the common case costs
-    nothing. Otherwise each sample whose channel sum could overflow is divided by
-    the smallest power of two that makes room for it: exact, so ranks, ties,
-    centres of mass and every scale-free score are unchanged.
+    nears the dtype's maximum. That check is on the host with the extremes that
+    validation found, so the common case costs nothing and this returns None.
+    Otherwise each sample gets the smallest shift that makes room for its sums
+    in every tensor of the tuple: one shift per sample across the tuple, so that
+    the concatenated map keeps the relative scale of its parts. Dividing by a
+    power of two is exact, so ranks, ties, centres of mass and every
+    scale-free score are unchanged.
     """
-    info = torch.finfo(t.dtype)
-    channels = t.shape[1]
-    if peak * channels <= info.max / 2:
-        return t
-    magnitude = t.abs().amax(dim=tuple(range(1, t.dim())))
-    # magnitude < 2**exponent; after the shift, C values sum to < 2**(maxexp - 1).
-    _, exponent = torch.frexp(magnitude)
-    room = math.frexp(info.max)[1] - 1 - math.ceil(math.log2(channels))
-    shift = (exponent - room).clamp(min=0)
-    return torch.ldexp(t, -shift.view(-1, *(1,) * (t.dim() - 1)))
+    if channel_reduction not in ("sum", "mean"):
+        return None
+    shift = None
+    for t, peak in zip(tensors, peaks):
+        if peak is None or t.dim() < 4 or t.shape[1] == 1:
+            continue
+        dtype = compute_dtype(t.dtype)
+        info = torch.finfo(dtype)
+        channels = t.shape[1]
+        if peak * channels <= info.max / 2:
+            continue
+        magnitude = t.abs().amax(dim=tuple(range(1, t.dim()))).to(dtype)
+        # magnitude < 2**exponent; after the shift, C values sum to
+        # < 2**(maxexp - 1), which is finite.
+        _, exponent = torch.frexp(magnitude)
+        room = math.frexp(info.max)[1] - 1 - math.ceil(math.log2(channels))
+        needed = (exponent - room).clamp(min=0)
+        shift = needed if shift is None else torch.maximum(shift, needed)
+    return shift
+
+
+def unit_scaled(maps: Tensor) -> Tensor:
+    """Each sample divided by a power of two that brings its peak into [0.5, 1).
+
+    Sums over a whole map then stay finite at any scale. A power of two is exact,
+    so a signed map whose values cancel still sums to exactly zero. The scale is
+    detached: the metrics built on this are scale-free, and attacks
+    differentiate them.
+    """
+    dims = tuple(range(1, maps.dim()))
+    peak = maps.detach().abs().amax(dim=dims, keepdim=True)
+    _, exponent = torch.frexp(peak)
+    return torch.ldexp(maps, -exponent)
 
 
 def _reduce(
-    t: Tensor, abs: bool, channel_reduction: str, peak: float | None = None
+    t: Tensor, abs: bool, channel_reduction: str, shift: Tensor | None = None
 ) -> Tensor:
     t = t.to(compute_dtype(t.dtype))
     if abs:
         t = t.abs()
+    if shift is not None:
+        t = torch.ldexp(t, -shift.view(-1, *(1,) * (t.dim() - 1)))
     # Only (B, C, *spatial) tensors have a channel axis; (B, N) and (B, H, W) do not.
     if t.dim() >= 4 and channel_reduction != "none":
         if t.shape[1] == 1:
             # One channel: every reduction is the identity, and a view copies nothing.
             return t[:, 0]
-        if channel_reduction in ("sum", "mean") and peak is not None:
-            t = _prescaled(t, peak)
         if channel_reduction == "sum":
             t = t.sum(dim=1)
         elif channel_reduction == "mean":
@@ -187,10 +217,8 @@ def flatten_attribution(
     torch.Size([2, 69])
     """
     tensors, peaks = _validated(attributions, name, abs, channel_reduction, validate)
-    flat = [
-        _reduce(t, abs, channel_reduction, peak).flatten(1)
-        for t, peak in zip(tensors, peaks)
-    ]
+    shift = _overflow_shift(tensors, peaks, channel_reduction)
+    flat = [_reduce(t, abs, channel_reduction, shift).flatten(1) for t in tensors]
     if len(flat) == 1:
         return flat[0]
     dtype = flat[0].dtype
@@ -257,7 +285,8 @@ def spatial_attribution(
                 "'max'."
             )
         return _reduce(t, abs, "sum")
-    return _reduce(t, abs, channel_reduction, peaks[0])
+    shift = _overflow_shift(tensors, peaks, channel_reduction)
+    return _reduce(t, abs, channel_reduction, shift)
 
 
 def prepare_mask(
