@@ -36,8 +36,13 @@ bench: $(STAMP)
 		$(BIN)/python $$script || exit 1; \
 	done
 
-$(DOCS_STAMP): $(STAMP) setup.cfg pyproject.toml constraints.txt
+# MathJax comes from its own npm package (pinned in docs/package-lock.json), so
+# the built site renders formulas without a network; npm is installed when missing.
+$(DOCS_STAMP): $(STAMP) setup.cfg pyproject.toml constraints.txt docs/package.json docs/package-lock.json
 	$(PIP_INSTALL) -e '.[docs]'
+	command -v npm >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }
+	npm ci --prefix docs --no-audit --no-fund --loglevel=error
 	touch $(DOCS_STAMP)
 
 # Build the site from nothing (notebooks are executed), warnings as errors, then

@@ -15,12 +15,16 @@ The check fails (exit status 1) when
   ``#anchor`` of a link to another built page must exist in that page;
 * an ``<img>`` does not resolve to a file in the site (or a ``data:`` URI);
 * a public name of a subpackage's ``__all__`` has no API page, or a notebook in
-  ``tutorials/`` has no page;
-* headless Chromium, opening the home page and one tutorial page (the API index
-  when there is no tutorial yet) over a loopback HTTP server, finds little
-  visible text in the page's main content, a Python traceback, or a screenshot
-  that is one flat colour; it also opens the first page with a formula, and
-  fails if MathJax (served from the site) rendered none.
+  ``tutorials/`` has no page, or its page no link to download the notebook;
+* headless Chromium, opening every top-level page, every tutorial, the API
+  index and the first page with a formula over a loopback HTTP server, finds
+  little visible text in the page's main content, a Python traceback, a
+  screenshot that is one flat colour, formulas that MathJax (served from the
+  site) did not render, or a box in the article that is cut off: code, output
+  or a table whose content is wider than its box, in a box that neither scrolls
+  (no scroll bar) nor wraps, or a page that scrolls sideways. The clipping
+  check first runs on a fixture with two clipped boxes and fails if it misses
+  either.
 
 Screenshots are written to ``docs/_build/screenshots/``.
 """
@@ -29,11 +33,15 @@ from __future__ import annotations
 
 import argparse
 import functools
+import html
 import http.server
 import importlib
+import io
+import json
 import os
 import pkgutil
 import posixpath
+import re
 import shutil
 import subprocess
 import sys
@@ -241,8 +249,13 @@ def check_coverage(site: Path) -> list[str]:
                 problems.append(f"API: no page for {modname}.{name}")
     tutorials = _tutorial_sources()
     for source in tutorials:
-        if not (site / "tutorials" / f"{source.stem}.html").is_file():
+        page = site / "tutorials" / f"{source.stem}.html"
+        if not page.is_file():
             problems.append(f"tutorial {source.name}: no page was built")
+        elif f'href="../notebooks/{source.name}"' not in page.read_text(
+            encoding="utf-8"
+        ):
+            problems.append(f"tutorial {source.name}: no link to download it")
     print(f"coverage: {count} public names, {len(tutorials)} tutorials")
     return problems
 
@@ -264,9 +277,80 @@ def _tutorial_sources() -> list[Path]:
 # -- Browser checks -----------------------------------------------------------
 
 
+# Run in every page the browser opens: find boxes in the article whose content
+# is wider than the box and that neither scroll (no scroll bar) nor wrap, i.e.
+# text or tables cut off or spilling out of the content column; and a page that
+# scrolls sideways as a whole. The result goes into an attribute of <html>,
+# which --dump-dom then returns.
+CLIP_ATTRIBUTE = "data-check-site-clipped"
+CLIP_SCRIPT = """<script>
+(function () {
+  function describe(el) {
+    var name = el.tagName.toLowerCase();
+    if (el.id) name += "#" + el.id;
+    for (var i = 0; i < Math.min(el.classList.length, 3); i++) {
+      name += "." + el.classList[i];
+    }
+    return name;
+  }
+  function check() {
+    var found = [];
+    var root = document.getElementById("main-content") || document.body;
+    var boxes = root.querySelectorAll(
+      ".cell_output, .cell_output *, .cell_input, .cell_input *, " +
+      "div.highlight, pre, table, .output, .output *"
+    );
+    for (var i = 0; i < boxes.length; i++) {
+      var el = boxes[i];
+      if (el.clientWidth === 0) continue;  // inline: no box of its own
+      if (el.scrollWidth <= el.clientWidth + 1) continue;
+      var overflow = getComputedStyle(el).overflowX;
+      if (overflow === "auto" || overflow === "scroll") continue;
+      found.push({
+        element: describe(el),
+        overflow: overflow,
+        scroll_width: el.scrollWidth,
+        client_width: el.clientWidth,
+        text: (el.textContent || "").trim().slice(0, 60)
+      });
+    }
+    var page = document.scrollingElement || document.documentElement;
+    if (page.scrollWidth > page.clientWidth + 1) {
+      found.push({
+        element: "the page", overflow: "page", scroll_width: page.scrollWidth,
+        client_width: page.clientWidth, text: ""
+      });
+    }
+    document.documentElement.setAttribute("CLIP_ATTRIBUTE", JSON.stringify(found));
+  }
+  window.addEventListener("load", function () { setTimeout(check, 500); });
+})();
+</script>""".replace("CLIP_ATTRIBUTE", CLIP_ATTRIBUTE)
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the site; HTML pages get CLIP_SCRIPT before </body>."""
+
     def log_message(self, format, *args):
         pass
+
+    def send_head(self):
+        path = Path(self.translate_path(self.path))
+        if path.is_dir():
+            path = path / "index.html"
+        if path.suffix != ".html" or not path.is_file():
+            return super().send_head()
+        body = path.read_bytes()
+        script = CLIP_SCRIPT.encode()
+        if b"</body>" in body:
+            body = body.replace(b"</body>", script + b"</body>", 1)
+        else:
+            body += script
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        return io.BytesIO(body)
 
 
 def _serve(site: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
@@ -338,22 +422,81 @@ def _first_page_with_math(site: Path) -> str | None:
     return None
 
 
-def check_in_browser(site: Path, shots: Path) -> list[str]:
-    problems: list[str] = []
-    chromium = _chromium()
-    pages = ["index.html"]
-    tutorials = sorted(
-        p.relative_to(site).as_posix()
-        for p in (site / "tutorials").glob("*.html")
-        if p.is_file()
+def _clipped(dom: str) -> list[dict] | None:
+    found = re.search(rf'{CLIP_ATTRIBUTE}="([^"]*)"', dom)
+    if found is None:
+        return None  # the script did not run
+    return json.loads(html.unescape(found.group(1)))
+
+
+_FIXTURE_LINE = "a line of printed output far longer than its box " * 3
+_FIXTURE_STYLES = (  # two clipped boxes, then one that scrolls and one that wraps
+    "overflow-x: hidden",
+    "overflow-x: visible",
+    "overflow-x: auto",
+    "white-space: pre-wrap",
+)
+CLIP_FIXTURE = (
+    '<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>'
+    '<main id="main-content">'
+    + "".join(
+        f'<div class="cell_output"><pre style="width: 12em; {style}">'
+        f"{_FIXTURE_LINE}</pre></div>"
+        for style in _FIXTURE_STYLES
     )
-    if tutorials:
-        pages.append(tutorials[0])
-    else:
+    + "</main></body></html>"
+)
+
+
+def check_clipping_detector(chromium: str) -> list[str]:
+    """The clipping check must catch the two clipped boxes of CLIP_FIXTURE.
+
+    The hidden and the visible overflow are cut off or spill out; the box that
+    scrolls and the one that wraps are fine. A browser or theme change that
+    broke the measurement would otherwise pass every page silently.
+    """
+    with tempfile.TemporaryDirectory(prefix="check-site-fixture-") as folder:
+        (Path(folder) / "index.html").write_text(CLIP_FIXTURE, encoding="utf-8")
+        server, base = _serve(Path(folder))
+        try:
+            dom = _run_chromium(chromium, ["--dump-dom"], f"{base}/index.html")
+        finally:
+            server.shutdown()
+            server.server_close()
+    found = _clipped(dom)
+    overflows = sorted(item["overflow"] for item in found or [])
+    if overflows != ["hidden", "visible"]:
+        return [
+            "browser: the clipping check is broken: on its fixture it found "
+            f"{overflows if found is not None else 'nothing (script did not run)'}"
+            ", expected ['hidden', 'visible']"
+        ]
+    print("browser: clipping check caught both clipped boxes of its fixture")
+    return []
+
+
+def _pages_to_open(site: Path) -> list[str]:
+    """Every top-level page, every tutorial, the API index, a page with math."""
+    skip = {"genindex.html", "search.html", "py-modindex.html"}
+    pages = ["index.html"]
+    pages += sorted(
+        p.name for p in site.glob("*.html") if p.name not in skip | {"index.html"}
+    )
+    pages += sorted(
+        p.relative_to(site).as_posix() for p in (site / "tutorials").glob("*.html")
+    )
+    if (site / "api" / "index.html").is_file():
         pages.append("api/index.html")
     math_page = _first_page_with_math(site)
     if math_page is not None and math_page not in pages:
         pages.append(math_page)
+    return pages
+
+
+def check_in_browser(site: Path, shots: Path) -> list[str]:
+    chromium = _chromium()
+    problems = check_clipping_detector(chromium)
+    pages = _pages_to_open(site)
     shots.mkdir(parents=True, exist_ok=True)
     server, base = _serve(site)
     try:
@@ -384,6 +527,16 @@ def check_in_browser(site: Path, shots: Path) -> list[str]:
                 problems.append(f"browser: {page} shows a Python traceback")
             if _MATH_MARK in dom and "<mjx-container" not in dom:
                 problems.append(f"browser: {page}: MathJax rendered no formula")
+            clipped = _clipped(dom)
+            if clipped is None:
+                problems.append(f"browser: {page}: the clipping check did not run")
+            for item in clipped or []:
+                problems.append(
+                    f"browser: {page}: {item['element']} is cut off "
+                    f"({item['scroll_width']} px of content in "
+                    f"{item['client_width']} px, overflow {item['overflow']}, "
+                    f"no scroll bar): {item['text']!r}"
+                )
             if not shot.is_file() or shot.stat().st_size == 0:
                 problems.append(f"browser: no screenshot of {page}")
             else:

@@ -18,8 +18,9 @@ See docs/README.md for how to add a page, a tutorial or an API entry.
 
 from __future__ import annotations
 
+import html
 import importlib
-import importlib.util
+import json
 import os
 import pkgutil
 import re
@@ -57,6 +58,7 @@ root_doc = "index"
 templates_path = ["_templates"]
 exclude_patterns = [
     "_build",
+    "node_modules",  # MathJax (npm ci), copied into _static by the code below
     "README.md",  # docs/README.md: notes for maintainers, not a page
     "tutorials/README.md",  # tutorials/README.md: notes for tutorial authors
     "**.ipynb_checkpoints",
@@ -104,7 +106,23 @@ nb_kernel_rgx_aliases = {".*": "python3"}
 nb_merge_streams = True
 # Library warnings printed to stderr (tqdm's "IProgress not found", Captum's
 # UserWarnings) are noise on a rendered page; print to stdout what must show.
-nb_output_stderr = "remove"
+# CAPTUM_ROBUST_DOCS_STDERR=warn lists what would be hidden (and fails -W).
+nb_output_stderr = os.environ.get("CAPTUM_ROBUST_DOCS_STDERR", "remove")
+# Notices of the Jupyter machinery itself, printed by every kernel start into the
+# build log: debugpy's frozen-modules warning and jupyter_core's notice that its
+# paths are migrating (the new paths are what it asks for). The kernels inherit
+# these variables.
+os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+os.environ.setdefault("JUPYTER_PLATFORM_DIRS", "1")
+# The kernels also get an IPython profile of their own: the build ignores the
+# builder's startup files, and ipykernel's start-up notice about its loopback
+# TCP transport stays out of the log (kernel errors are still shown).
+_IPYTHON_DIR = DOCS_DIR / "_build" / "ipython"
+(_IPYTHON_DIR / "profile_default").mkdir(parents=True, exist_ok=True)
+(_IPYTHON_DIR / "profile_default" / "ipython_kernel_config.py").write_text(
+    'c.IPKernelApp.log_level = "ERROR"\n', encoding="utf-8"
+)
+os.environ["IPYTHONDIR"] = str(_IPYTHON_DIR)
 
 # -- HTML output --------------------------------------------------------------
 
@@ -122,6 +140,7 @@ html_theme_options = {
     "navigation_with_keys": False,
     "show_prev_next": True,
     "secondary_sidebar_items": ["page-toc"],
+    "article_header_end": ["download-notebook"],
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
 }
@@ -135,11 +154,13 @@ html_sidebars = {
 }
 
 # -- MathJax, served from the site itself --------------------------------------
-# Docstrings use :math:. Sphinx would load MathJax from a CDN; the docs extra
-# installs MathJax 3 (the django-static-mathjax wheel: static files only, no
-# Django needed) and the parts that render TeX to HTML are copied into the site,
-# so formulas render offline. Without that package the CDN default is kept.
+# Docstrings use :math:. Sphinx would load MathJax from a CDN, which an offline
+# reader (or the browser check) cannot reach. MathJax's own distribution, the
+# `mathjax` npm package pinned in docs/package.json, is installed by `make docs`
+# (`npm ci` in docs/); the parts that render TeX to HTML are copied into the
+# site. Without it the build stops here rather than fall back to the CDN.
 
+MATHJAX_ES5 = DOCS_DIR / "node_modules" / "mathjax" / "es5"
 MATHJAX_PARTS = (
     "tex-mml-chtml.js",
     "output/chtml/fonts/woff-v2",
@@ -149,29 +170,26 @@ MATHJAX_PARTS = (
 )
 
 
-def _local_mathjax() -> str | None:
-    spec = importlib.util.find_spec("mathjax")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    es5 = Path(list(spec.submodule_search_locations)[0]) / "static" / "mathjax" / "es5"
-    if not (es5 / "tex-mml-chtml.js").is_file():
-        return None
+def _local_mathjax() -> str:
+    if not (MATHJAX_ES5 / "tex-mml-chtml.js").is_file():
+        raise RuntimeError(
+            f"MathJax not found in {MATHJAX_ES5}: run `make docs`, or "
+            "`npm ci --prefix docs` once, to install the version in docs/package.json"
+        )
     target = DOCS_DIR / "_build" / "mathjax_static" / "mathjax"
     shutil.rmtree(target, ignore_errors=True)
     for part in MATHJAX_PARTS:
-        source = es5 / part
+        source = MATHJAX_ES5 / part
         if source.is_dir():
             shutil.copytree(source, target / part)
-        elif source.is_file():
+        else:
             (target / part).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / part)
     html_static_path.append(str(target.parent))
     return "mathjax/tex-mml-chtml.js"  # relative to _static/
 
 
-_mathjax = _local_mathjax()
-if _mathjax is not None:
-    mathjax_path = _mathjax
+mathjax_path = _local_mathjax()
 
 # -- Generated API pages ------------------------------------------------------
 
@@ -269,6 +287,58 @@ def tutorial_docnames() -> list[str]:
 TUTORIALS = tutorial_docnames()
 if not TUTORIALS:
     html_sidebars["tutorials"] = []
+THUMBNAIL_DIR = "_static/thumbnails"  # in the built site, written at build-finished
+
+
+def _tutorial_source(docname: str) -> Path:
+    stem = docname.split("/", 1)[1]
+    for suffix in TUTORIAL_SUFFIXES:
+        path = TUTORIALS_DIR / f"{stem}{suffix}"
+        if path.is_file():
+            return path
+    raise FileNotFoundError(docname)
+
+
+def tutorial_card(docname: str) -> tuple[str, str]:
+    """(title, one-line summary) of a tutorial, read from its source.
+
+    The title is the notebook's ``# Title`` heading; the summary is the
+    ``summary`` entry of its metadata (``metadata.captum_robust.summary`` in an
+    ``.ipynb``, a top-level ``summary:`` line in a MyST notebook's header).
+    """
+    path = _tutorial_source(docname)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".ipynb":
+        notebook = json.loads(text)
+        summary = notebook.get("metadata", {}).get("captum_robust", {}).get("summary")
+        markdown = "\n".join(
+            "".join(cell["source"])
+            for cell in notebook["cells"]
+            if cell["cell_type"] == "markdown"
+        )
+    else:
+        header = re.match(r"---\n(.*?)\n---\n", text, re.DOTALL)
+        found = header and re.search(r"^summary:\s*(.+)$", header.group(1), re.M)
+        summary = found.group(1).strip().strip("\"'") if found else None
+        markdown = text
+    title = re.search(r"^# (.+)$", markdown, re.MULTILINE)
+    if not summary or title is None:
+        raise ValueError(
+            f"{path.name}: a tutorial needs a '# Title' heading and a one-line "
+            "summary in its metadata (see tutorials/README.md)"
+        )
+    return title.group(1).strip(), " ".join(summary.split())
+
+
+# Readers download the notebooks as committed (no outputs): html_extra_path
+# copies them to notebooks/ at the root of the site, next to their pages.
+NOTEBOOKS_EXTRA = DOCS_DIR / "_build" / "notebooks_extra"
+shutil.rmtree(NOTEBOOKS_EXTRA, ignore_errors=True)
+(NOTEBOOKS_EXTRA / "notebooks").mkdir(parents=True)
+for _docname in TUTORIALS:
+    _source = _tutorial_source(_docname)
+    shutil.copy2(_source, NOTEBOOKS_EXTRA / "notebooks" / _source.name)
+html_extra_path = [str(NOTEBOOKS_EXTRA)]
 
 # -- Lists filled in at read time ---------------------------------------------
 # A page holds a line ``<!-- autolist: NAME -->``; it is replaced by a toctree of
@@ -286,7 +356,7 @@ def _autolist(name: str) -> str:
     if name == "tutorials":
         if not TUTORIALS:
             return "No tutorial has been published yet.\n"
-        return _toctree(TUTORIALS, maxdepth=1)
+        return _tutorial_cards() + "\n" + _toctree(TUTORIALS, maxdepth=1, hidden=True)
     if name == "api":
         if not API_MODULES:
             return "No public name has been exported yet.\n"
@@ -298,6 +368,53 @@ def _autolist(name: str) -> str:
         table = f"| subpackage | names | what it holds |\n| --- | --- | --- |\n{rows}\n"
         return table + "\n" + _toctree(pages, maxdepth=1, hidden=True)
     raise ValueError(f"unknown autolist {name!r}")
+
+
+def _tutorial_cards() -> str:
+    """A grid of cards (thumbnail, title, summary), as raw HTML in tutorials.md."""
+    cards = []
+    for docname in TUTORIALS:
+        title, summary = tutorial_card(docname)
+        stem = docname.split("/", 1)[1]
+        cards.append(
+            f'<a class="tutorial-card" href="{docname}.html">'
+            f'<img src="{THUMBNAIL_DIR}/{stem}.png" alt="" loading="lazy">'
+            f'<span class="tutorial-card-title">{html.escape(title)}</span>'
+            f'<span class="tutorial-card-summary">{html.escape(summary)}</span></a>'
+        )
+    return '<div class="tutorial-cards">\n' + "\n".join(cards) + "\n</div>\n"
+
+
+# The thumbnail of a tutorial is the first figure its executed page shows, so it
+# always matches the code. It is copied once the pages are written; the home page
+# shows one of them as well.
+_FIRST_OUTPUT_IMAGE = re.compile(
+    r'<div class="cell_output docutils container">.*?<img[^>]*\ssrc="([^"]+)"',
+    re.DOTALL,
+)
+
+
+def _write_thumbnails(app, exception) -> None:
+    if exception is not None or app.builder.format != "html":
+        return
+    outdir = Path(app.outdir)
+    target = outdir / THUMBNAIL_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    for docname in TUTORIALS:
+        page = outdir / f"{docname}.html"
+        found = _FIRST_OUTPUT_IMAGE.search(page.read_text(encoding="utf-8"))
+        if found is None:
+            if nb_execution_mode == "off":
+                continue  # nothing was executed; the browser check reports it
+            raise RuntimeError(f"{docname}: no figure in its output for a thumbnail")
+        image = (page.parent / found.group(1)).resolve()
+        shutil.copy2(image, target / f"{docname.split('/', 1)[1]}.png")
+
+
+def _page_context(app, pagename, templatename, context, doctree) -> None:
+    # Tutorial pages get a download link to their notebook (_templates/).
+    if pagename in TUTORIALS:
+        context["notebook_download"] = f"notebooks/{_tutorial_source(pagename).name}"
 
 
 def _fill_autolists(app, docname, source) -> None:
@@ -420,6 +537,8 @@ def _join_continued_lines(app, what, name, obj, options, lines) -> None:
 
 def setup(app):
     app.connect("source-read", _fill_autolists)
+    app.connect("html-page-context", _page_context)
+    app.connect("build-finished", _write_thumbnails)
     app.connect("env-get-outdated", _autolist_pages_outdated)
     app.connect("autodoc-process-docstring", _join_continued_lines, priority=400)
     app.connect("autodoc-process-docstring", _attribute_docstring)

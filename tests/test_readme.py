@@ -1,4 +1,4 @@
-"""Every ```python block of README.md runs as pasted.
+"""Every ```python block of README.md (and of the site's home page) runs as pasted.
 
 Each block runs on its own, in a fresh namespace, so a block that needs an
 import or an object only another block defines fails here. A block whose fence
@@ -35,12 +35,20 @@ def fenced_blocks(text: str) -> list[tuple[int, str, str]]:
             blocks.append((opening[2], opening[1], body))
             opening = None
     if opening is not None:
-        raise AssertionError(f"README.md line {opening[2]}: unclosed code fence")
+        raise AssertionError(f"line {opening[2]}: unclosed code fence")
     return blocks
 
 
 BLOCKS = fenced_blocks(README.read_text(encoding="utf-8"))
 PYTHON_BLOCKS = [(line, body) for line, info, body in BLOCKS if info == "python"]
+# The home page of the documentation site shows an example too; it is plain
+# Markdown (not executed by the docs build), so it is run here.
+HOME_PAGE = README.parent / "docs" / "index.md"
+HOME_BLOCKS = [
+    (line, body)
+    for line, info, body in fenced_blocks(HOME_PAGE.read_text(encoding="utf-8"))
+    if info == "python"
+]
 
 
 def test_fence_parser_on_a_known_text():
@@ -58,20 +66,28 @@ def test_readme_has_python_blocks_and_no_other_python_fences():
     assert not others, f"tag these fences ```python so they are run: {others}"
 
 
+def test_home_page_has_its_example():
+    assert len(HOME_BLOCKS) == 1, "docs/index.md should show one ```python example"
+
+
 @pytest.mark.parametrize(
-    "line, code", PYTHON_BLOCKS, ids=[f"line{line}" for line, _ in PYTHON_BLOCKS]
+    "source, line, code",
+    [("README.md", line, code) for line, code in PYTHON_BLOCKS]
+    + [("docs/index.md", line, code) for line, code in HOME_BLOCKS],
+    ids=[f"README-line{line}" for line, _ in PYTHON_BLOCKS]
+    + [f"index-line{line}" for line, _ in HOME_BLOCKS],
 )
-def test_readme_block_runs_as_pasted(line, code):
+def test_block_runs_as_pasted(source, line, code):
     too_long = [
         n for n, text in enumerate(code.splitlines(), line + 1) if len(text) > 88
     ]
-    assert not too_long, f"README.md lines {too_long}: longer than 88 characters"
-    compiled = compile(code, f"README.md, block at line {line}", "exec")
+    assert not too_long, f"{source} lines {too_long}: longer than 88 characters"
+    compiled = compile(code, f"{source}, block at line {line}", "exec")
     namespace = {"__name__": "__main__"}
     output = io.StringIO()
     # The blocks seed torch's generator; give it back to the other tests as found.
     with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(output):
         exec(compiled, namespace)
     printed = output.getvalue()
-    assert printed.strip(), "a README example should print its result"
-    assert "nan" not in printed.lower(), f"a README example printed NaN:\n{printed}"
+    assert printed.strip(), f"the example of {source} should print its result"
+    assert "nan" not in printed.lower(), f"{source}: example printed NaN:\n{printed}"
