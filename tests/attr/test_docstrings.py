@@ -10,6 +10,7 @@ import captum_robust.attr as attr
 MODULES = [
     "captum_robust.attr._base",
     "captum_robust.attr._differentiable",
+    "captum_robust.attr._grad_cam",
     "captum_robust.attr._smoothgrad",
     "captum_robust.attr._surrogate",
 ]

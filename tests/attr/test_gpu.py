@@ -36,3 +36,43 @@ def test_methods_stay_on_cuda(net_factory):
         x.detach().cpu(), target=1, nt_samples=3, stdevs=0.1
     )
     assert cpu.device.type == "cpu"
+
+
+def test_second_order_and_token_maps_on_cuda():
+    import torchvision
+    from torch import nn
+
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    vit = torchvision.models.VisionTransformer(
+        image_size=8,
+        patch_size=4,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=8,
+        mlp_dim=16,
+        num_classes=3,
+    )
+    nn.init.normal_(vit.heads.head.weight)
+    vit = vit.to(device).eval()
+    x = torch.randn(2, 3, 8, 8, device=device, requires_grad=True)
+    sal = differentiable(Saliency(vit)).attribute(x, target=1, abs=False)
+    cam = differentiable(
+        LayerGradCam(vit, vit.encoder.layers[-1]), upsample_to_input=True
+    ).attribute(x, target=1)
+    assert cam.shape == (2, 1, 8, 8) and cam.device == device
+    for attr in (sal, cam):
+        (g,) = torch.autograd.grad(attr.square().sum(), x)
+        assert torch.isfinite(g).all() and g.abs().sum() > 0
+    mobile = nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        nn.Hardswish(),
+        nn.Hardsigmoid(),
+        nn.Flatten(),
+        nn.Linear(144, 3),
+    ).to(device)
+    sg = SmoothGrad(mobile, seed=0).attribute(x, target=0, nt_samples=2, stdevs=0.1)
+    (g,) = torch.autograd.grad(sg.sum(), x)
+    assert torch.isfinite(g).all()
+    with pytest.raises(ValueError, match="`target`"):
+        differentiable(Saliency(vit)).attribute(x, target=3)
