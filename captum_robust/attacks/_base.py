@@ -73,8 +73,11 @@ _PLAIN_CRITERION_METHODS = (Saliency, InputXGradient, IntegratedGradients, Layer
 _CPU_EVALUATIONS_PER_CALL = 128
 
 # Per-sample loss scaling of float16 backward passes (see _input_gradients).
-_SCALE_TRIES = 4
+_SCALE_TRIES = 6
 _SCALE_JUMP = 256.0
+# A largest scaled gradient below this is (partly) in float16's subnormal range,
+# where precision is lost: the sample is retried at a larger scale.
+_SCALE_FLOOR = 2.0**-4
 _MIN_SCALE, _MAX_SCALE = 2.0**-100, 2.0**100
 
 
@@ -849,10 +852,11 @@ class AttributionAttack(Perturbation):
         1e11 and 1e6). There each sample's loss is scaled by its own power of two
         before the backward pass and the gradient unscaled after it, in float32,
         as mixed-precision training does: a sample whose gradient overflowed is
-        retried at a 256x smaller scale, one whose gradient vanished at a 256x
-        larger one, and after each step the scale is set so that the largest
-        scaled gradient is about 2^10. Sign and Adam steps depend only on the
-        unscaled gradient, so the scale does not change the attack.
+        retried at a 256x smaller scale, one whose largest gradient fell below
+        2^-4 (towards the subnormal range, or to zero) at a 256x larger one, and
+        after each step the scale is set so that the largest scaled gradient is
+        about 2^10. Sign and Adam steps depend only on the unscaled gradient, so
+        the scale changes the attack only through float16 rounding.
         """
         if not any(t.dtype == torch.float16 for t in xg):
             grads = torch.autograd.grad(loss.sum(), xg, allow_unused=True)
@@ -889,7 +893,7 @@ class AttributionAttack(Perturbation):
                 )
                 peak = torch.where(retry, amax, peak)
             overflow = ~torch.isfinite(amax)
-            vanished = (amax == 0) & (scale < _MAX_SCALE)
+            vanished = (amax < _SCALE_FLOOR) & (scale < _MAX_SCALE)
             retry = retry & (overflow | vanished)
             scale = torch.where(
                 overflow,
