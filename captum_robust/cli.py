@@ -7,6 +7,7 @@ import importlib
 import math
 import os
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -533,9 +534,9 @@ def _check_output(output: Path) -> None:
     """Fail at once, in one line, when the output folder cannot be written."""
     try:
         output.mkdir(parents=True, exist_ok=True)
-        probe = output / ".captum_robust_write_test"
-        probe.write_text("")
-        probe.unlink()
+        # A unique name: the ranks of a distributed run probe the same folder.
+        with tempfile.NamedTemporaryFile(dir=output, prefix=".write_test"):
+            pass
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise CommandError(f"--output {output}: cannot write there ({reason})") from exc
