@@ -8,8 +8,9 @@ from torch import Tensor
 from captum_robust.metrics._maps import (
     ChannelReduction,
     TensorOrTuple,
+    scaled_sums,
     spatial_attribution,
-    unit_scaled,
+    unit_scale,
 )
 from captum_robust.metrics._pairwise import spatial_pair
 
@@ -17,17 +18,22 @@ from captum_robust.metrics._pairwise import spatial_pair
 def center_of_mass_map(maps: Tensor) -> Tensor:
     """(row, column) center of mass of (B, H, W) maps; NaN where the mass is zero.
 
-    Maps are rescaled by a power of two first (``unit_scaled``): the center does
-    not change, and the sums of H * W values (times a coordinate) cannot
-    overflow however large the attributions are.
+    The row and column sums are taken of maps scaled by a power of two per
+    sample (``unit_scale``): the center does not change, and no sum of H * W
+    values (times a coordinate) can overflow however large the attributions are.
     """
     _, height, width = maps.shape
-    maps = unit_scaled(maps)
+    scale = unit_scale(maps)
+    # Row and column coordinates weigh the (B, H) and (B, W) sums.
+    ones_w = torch.ones(width, 1, device=maps.device, dtype=maps.dtype)
+    ones_h = torch.ones(height, 1, device=maps.device, dtype=maps.dtype)
+    row_sums = scaled_sums(maps, ones_w, scale)[..., 0]
+    col_sums = scaled_sums(maps.transpose(1, 2), ones_h, scale)[..., 0]
     rows = torch.arange(height, device=maps.device, dtype=maps.dtype)
     cols = torch.arange(width, device=maps.device, dtype=maps.dtype)
-    mass = maps.sum(dim=(1, 2))
-    row = (maps.sum(dim=2) * rows).sum(dim=1) / mass
-    col = (maps.sum(dim=1) * cols).sum(dim=1) / mass
+    mass = row_sums.sum(dim=1)
+    row = (row_sums * rows).sum(dim=1) / mass
+    col = (col_sums * cols).sum(dim=1) / mass
     center = torch.stack((row, col), dim=1)
     # Signed maps can have zero mass without being zero: x / 0 would give inf.
     return center.masked_fill((mass == 0).unsqueeze(1), float("nan"))

@@ -14,8 +14,9 @@ from captum_robust.metrics._maps import (
     TensorOrTuple,
     check_option,
     prepare_mask,
+    scaled_sums,
     spatial_attribution,
-    unit_scaled,
+    unit_scale,
 )
 from captum_robust.metrics._topk import constant_rows, topk_mask
 
@@ -47,7 +48,9 @@ def _map_and_mask(
     binary = prepare_mask(mask, maps.shape)
     # Negative relevance is not evidence for the object: clip it, as ObAlEx does
     # for Grad-CAM maps. With abs=True the map is already non-negative.
-    return maps.clamp(min=0).flatten(1), binary.flatten(1)
+    if not abs:
+        maps = maps.clamp(min=0)
+    return maps.flatten(1), binary.flatten(1)
 
 
 def silhouette_overlap(
@@ -96,10 +99,16 @@ def silhouette_overlap(
     tensor([0.7500])
     """
     maps, binary = _map_and_mask(attributions, mask, abs, channel_reduction)
-    # The sum of H * W values must stay finite at any scale.
-    maps = unit_scaled(maps)
-    total = maps.sum(dim=1)
-    inside = (maps * binary).sum(dim=1)
+    # Sums of rows of maps scaled by a power of two stay finite at any scale.
+    # Rows of about sqrt(N) values keep the scaled weight vector short.
+    rows = max(1, round(math.sqrt(maps.shape[1])))
+    while maps.shape[1] % rows:
+        rows -= 1
+    maps = maps.view(len(maps), rows, -1)
+    ones = torch.ones(maps.shape[2], 1, device=maps.device, dtype=maps.dtype)
+    scale = unit_scale(maps)
+    total = scaled_sums(maps, ones, scale).sum(dim=(1, 2))
+    inside = scaled_sums(maps * binary.view_as(maps), ones, scale).sum(dim=(1, 2))
     return torch.where(total > 0, inside / total, torch.full_like(total, _NAN))
 
 

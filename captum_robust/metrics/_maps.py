@@ -109,18 +109,33 @@ def _overflow_shift(
     return shift
 
 
-def unit_scaled(maps: Tensor) -> Tensor:
-    """Each sample divided by a power of two that brings its peak into [0.5, 1).
+def unit_scale(maps: Tensor) -> Tensor:
+    """(B,) powers of two that bring each sample's peak magnitude into [0.5, 1).
 
-    Sums over a whole map then stay finite at any scale. A power of two is exact,
-    so a signed map whose values cancel still sums to exactly zero. The scale is
-    detached: the metrics built on this are scale-free, and attacks
-    differentiate them.
+    Sums over a whole map of scaled values stay finite at any scale, and a power
+    of two is exact, so a signed map whose values cancel still sums to exactly
+    zero. The scale is detached: the metrics built on it are scale-free, and
+    attacks differentiate them. Two reductions, no copy of the map.
     """
-    dims = tuple(range(1, maps.dim()))
-    peak = maps.detach().abs().amax(dim=dims, keepdim=True)
+    flat = maps.detach().flatten(1)
+    peak = torch.maximum(flat.amax(dim=1), -flat.amin(dim=1))
     _, exponent = torch.frexp(peak)
-    return torch.ldexp(maps, -exponent)
+    return torch.ldexp(torch.ones_like(peak), -exponent)
+
+
+def scaled_sums(maps: Tensor, weights: Tensor, scale: Tensor) -> Tensor:
+    """``(maps * scale) @ weights`` for (B, R, N) maps and (N, K) weights.
+
+    Returns (B, R, K). The per-sample ``scale`` is applied to the small weights
+    before the products are summed, so no sum overflows and no scaled copy of
+    the maps is written: on the CPU the fresh pages of such a copy cost more
+    than the arithmetic. On a GPU an elementwise product keeps float32 sums
+    exact even where TF32 matrix products are enabled.
+    """
+    scaled = scale.view(-1, 1, 1) * weights
+    if maps.device.type == "cpu":
+        return torch.bmm(maps, scaled)
+    return (maps.unsqueeze(-1) * scaled.unsqueeze(1)).sum(dim=2)
 
 
 def _reduce(
