@@ -151,6 +151,9 @@ html_sidebars = {
     "quickstart": [],
     "concepts": [],
     "changelog": [],
+    # Tutorials: the list of tutorials is on their index page, and the room
+    # goes to code and output (88-character lines fit at 1280 px).
+    "tutorials/*": [],
 }
 
 # -- MathJax, served from the site itself --------------------------------------
