@@ -132,9 +132,14 @@ def scaled_sums(maps: Tensor, weights: Tensor, scale: Tensor) -> Tensor:
     than the arithmetic. On a GPU an elementwise product keeps float32 sums
     exact even where TF32 matrix products are enabled.
     """
-    scaled = scale.view(-1, 1, 1) * weights
     if maps.device.type == "cpu":
-        return torch.bmm(maps, scaled)
+        return torch.bmm(maps, scale.view(-1, 1, 1) * weights)
+    return scaled_sums_elementwise(maps, weights, scale)
+
+
+def scaled_sums_elementwise(maps: Tensor, weights: Tensor, scale: Tensor) -> Tensor:
+    """``scaled_sums`` by elementwise products, the path taken on GPUs."""
+    scaled = scale.view(-1, 1, 1) * weights
     return (maps.unsqueeze(-1) * scaled.unsqueeze(1)).sum(dim=2)
 
 

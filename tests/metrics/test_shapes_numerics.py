@@ -29,6 +29,7 @@ from captum_robust.metrics import (
     topk_intersection,
 )
 from captum_robust.metrics._center import center_of_mass_map
+from captum_robust.metrics._maps import scaled_sums, scaled_sums_elementwise, unit_scale
 
 GENERATOR = torch.Generator().manual_seed(0)
 SALIENCY = torch.randn(3, 3, 6, 6, generator=GENERATOR)
@@ -178,6 +179,22 @@ def test_mass_scores_do_not_overflow_over_many_pixels():
     torch.testing.assert_close(
         center_of_mass(a).double(), center_of_mass(a.double()), rtol=1e-5, atol=1e-5
     )
+
+
+def test_scaled_sums_paths_agree_and_do_not_overflow():
+    # The GPU path (elementwise) against the CPU one (batched matrix product)
+    # and a float64 reference, on maps whose plain row sums overflow float32.
+    maps = torch.rand(3, 5, 7, generator=GENERATOR) * torch.tensor(
+        [3e38, 1.0, 1e-30]
+    ).view(-1, 1, 1)
+    weights = torch.rand(7, 2, generator=GENERATOR)
+    scale = unit_scale(maps)
+    assert torch.equal(scale.log2(), scale.log2().round())  # powers of two
+    reference = (maps.double() * scale.double().view(-1, 1, 1)) @ weights.double()
+    for fn in (scaled_sums, scaled_sums_elementwise):
+        result = fn(maps, weights, scale)
+        assert torch.isfinite(result).all()
+        torch.testing.assert_close(result.double(), reference, rtol=1e-6, atol=0)
 
 
 def test_signed_map_with_zero_mass_has_no_center():
