@@ -72,18 +72,6 @@ def _check_records(records: object) -> list[Mapping[str, Any]]:
     return list(records)
 
 
-def _empty_statistic() -> dict[str, float]:
-    nan = math.nan
-    return {
-        "mean": nan,
-        "std": nan,
-        "count": 0.0,
-        "nan_count": 0.0,
-        "ci_low": nan,
-        "ci_high": nan,
-    }
-
-
 def summarize(
     records: Sequence[Record], metrics: Sequence[str], *, confidence: float = 0.95
 ) -> dict[str, Any]:
@@ -113,9 +101,9 @@ def summarize(
         ``samples`` (records), ``correct``, ``evaluated`` (attacked samples, the
         ones averaged), ``skipped`` (the others), ``clean_accuracy``,
         ``label_kept_rate`` (over the attacked samples), ``confidence`` and,
-        for each score present in the records, a dict with ``mean``, ``std``,
-        ``count`` (finite scores averaged), ``nan_count``, ``ci_low`` and
-        ``ci_high`` (floats; NaN when nothing is left to average).
+        for each score that at least one attacked sample has, a dict with
+        ``mean``, ``std``, ``count`` (finite scores averaged), ``nan_count``,
+        ``ci_low`` and ``ci_high`` (floats; NaN when every score is NaN).
 
     Examples
     --------
@@ -152,11 +140,9 @@ def summarize(
         "confidence": confidence,
     }
     for column in score_columns(metrics):
-        if not any(column in r for r in records):
-            continue
         values = [_score(r[column]) for r in attacked if column in r]
         if not values:
-            summary[column] = _empty_statistic()
+            # Nothing was attacked: no entry, as for a metric not computed.
             continue
         # The records are already gathered from every rank: no second reduction.
         statistic = _ValueMean(
