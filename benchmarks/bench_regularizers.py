@@ -1,22 +1,43 @@
-"""Training-step time of each regularizer, against a plain cross-entropy step and
-against a minimal hand-written implementation of the same formula.
+"""Training-step time and peak memory of each regularizer against a cross-entropy
+step: torchvision's resnet18 at 224x224, batch 8, on the CPU.
 
-Every step is zero_grad + loss + backward + SGD step on the same model and batch.
-The hand-written references follow the papers' code (Joo et al.'s PyTorch code for
-local gradient alignment and the Hessian norm, Ross et al.'s penalty, Chen et al.'s
-and Sarkar et al.'s objectives batched over the path points) without argument
-checks, state bookkeeping or options. Prints ratios measured in this run; run with
-`make bench`.
+Every step is zero_grad + loss + backward + SGD step. Each case runs in a fresh
+Python process (``--case NAME``): its first step measures the peak memory, the
+following ones the time (best of ``--repeats``).
+
+Peak memory: the process's peak resident set size (``resource.getrusage``
+``ru_maxrss``) after the first step, minus its resident set size just before it
+(``/proc/self/statm``), once the model, the batch and the optimizer exist. A
+fresh process per case means that no earlier case's peak hides this one's, and
+the measure covers every allocation (parameters' .grad fields, activations, the
+autograd graph, allocator slack), not only tensors.
+
+Time columns use few path points (``--time-steps``, default 4, with the inner
+maximisation at half of them and one PGD step); the memory claim of the
+path-integral regularizers is measured at Chen's 50 path points (inner
+maximisation at every 5th, one PGD step: memory does not grow with the number of
+PGD steps). The path-integral regularizers also run in a single pass
+(``internal_batch_size = n_steps * batch``, the computation before they processed
+the path in passes) at the time-column setting, for the time ratio of the two.
+
+Run with ``make bench`` or ``python benchmarks/bench_regularizers.py``
+(about 10 minutes on 2 cores; ``--skip-memory-claim`` halves it).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
 
 import torch
 import torch.nn.functional as F
-from _timing import best_time, report
 from torch import nn
+from torchvision.models import resnet18
 
 from captum_robust.regularizers import (
     EnhancedAttributionRegularizer,
@@ -26,356 +47,178 @@ from captum_robust.regularizers import (
     IGSumNorm,
     LocalGradientAlignment,
     MaskedGradientPenalty,
-    TopGAP,
+    replace_global_pool,
+    top_gap_penalty,
 )
 
 EPS = 8 / 255
-TARGET = ">= 0.91x (ours <= 1.1x the reference)"
+BATCH, SIZE, CLASSES = 8, 224, 10
+PATH_CASES = ("IGNorm", "IGSumNorm", "EnhancedAttributionRegularizer")
+CASES = (
+    "cross-entropy",
+    "LocalGradientAlignment",
+    "HessianNorm",
+    "MaskedGradientPenalty",
+    *PATH_CASES,
+    "ExplanationConsistencyWeights",
+    "TopGAP",
+)
+TARGET_MEMORY = "<= 3x"
 
 
-class LeNet(nn.Module):
-    """Joo et al.'s CIFAR-10 LeNet, softplus(beta=3) activations."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 6, 5), nn.Softplus(3.0), nn.MaxPool2d(2),
-            nn.Conv2d(6, 16, 5), nn.Softplus(3.0), nn.MaxPool2d(2),
-        )  # fmt: skip
-        self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(400, 120), nn.Softplus(3.0),
-            nn.Linear(120, 84), nn.Softplus(3.0), nn.Linear(84, 10),
-        )  # fmt: skip
-
-    def forward(self, x):
-        return self.head(self.features(x))
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-class PoolNet(nn.Module):
-    """A small all-convolutional net with global pooling, for Top-GAP."""
-
-    def __init__(self, pool: nn.Module) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(64, 128, 3, stride=2, padding=1), nn.ReLU(),
-        )  # fmt: skip
-        self.pool = pool
-        self.fc = nn.Linear(128, 10)
-
-    def forward(self, x):
-        return self.fc(self.pool(self.features(x)).flatten(1))
+def _max_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-class HandTopK(nn.Module):
-    def __init__(self, k: int) -> None:
-        super().__init__()
-        self.k = k
-
-    def forward(self, x):
-        return x.flatten(2).topk(self.k, dim=2).values.mean(2)[..., None, None]
-
-
-# ------------------------------------------------------------ hand-written formulas
-
-
-def ref_lga(model, x, y, gen, l2_w=0.01, cos_w=1.0):
-    x = x.clone().requires_grad_(True)
-    out = model(x)
-    ce = F.cross_entropy(out, y)
-    (g,) = torch.autograd.grad(out[torch.arange(len(y)), y].sum(), x, retain_graph=True)
-    z = EPS * (2 * torch.rand(x.shape, generator=gen, device=x.device) - 1)
-    x_r = (x + z).detach().requires_grad_(True)
-    out_r = model(x_r)
-    (g_r,) = torch.autograd.grad(
-        out_r[torch.arange(len(y)), y].sum(), x_r, create_graph=True
-    )
-    cos = F.cosine_similarity(g.flatten(1), g_r.flatten(1), eps=1e-8).mean()
-    l2 = (g - g_r).flatten(1).norm(dim=1).square().mean()
-    return ce + l2_w * l2 + cos_w * (1 - cos) / 2
-
-
-def ref_hessian(model, x, y, gen, lamb=1e-3):
-    x = x.clone().requires_grad_(True)
-    out = model(x)
-    ce = F.cross_entropy(out, y)
-    v = torch.randn(x.shape, generator=gen, device=x.device)
-    (g,) = torch.autograd.grad(out[torch.arange(len(y)), y].sum(), x, create_graph=True)
-    (hv,) = torch.autograd.grad((v * g).sum(), x, create_graph=True)
-    return ce + lamb * hv.flatten(1).pow(2).sum(1).mean()
-
-
-def ref_masked(model, x, y, mask, weight=1000.0):
-    x = x.clone().requires_grad_(True)
-    log_probs = model(x).log_softmax(dim=1)
-    (g,) = torch.autograd.grad(log_probs.sum(), x, create_graph=True)
-    outside = (~mask).unsqueeze(1).to(x.dtype)
-    return (
-        F.nll_loss(log_probs, y)
-        + weight * (g * outside).flatten(1).pow(2).sum(1).mean()
+def _path_kwargs(n_steps: int, single_pass: bool) -> dict:
+    return dict(
+        n_steps=n_steps,
+        approx_factor=2 if n_steps < 10 else 5,
+        attack_steps=1,
+        attack_step_size=2 / 255,
+        internal_batch_size=n_steps * BATCH if single_pass else None,
+        seed=0,
     )
 
 
-def path_ig(model, start, end, y, alphas, fn, create_graph):
-    z = start[None] + alphas.view(-1, 1, 1, 1, 1) * (end - start)[None]
-    z = z.flatten(0, 1)
-    if not z.requires_grad:
-        z = z.detach().requires_grad_(True)
-    (g,) = torch.autograd.grad(
-        fn(model(z), y.repeat(len(alphas))).sum(), z, create_graph=create_graph
-    )
-    return (end - start) * g.view(len(alphas), *start.shape).mean(0)
+def _loss_fn(case: str, model: nn.Module, n_steps: int, single_pass: bool):
+    """The step's loss as a closure, and the model it trains."""
+    if case == "cross-entropy":
+        return lambda x, y, mask: F.cross_entropy(model(x), y), model
+    if case == "LocalGradientAlignment":
+        reg = LocalGradientAlignment(EPS, seed=0)
+        return lambda x, y, mask: reg.loss(model, x, y), model
+    if case == "HessianNorm":
+        # Third derivatives: batch-norm layers must be in eval mode; the ReLU
+        # network needs the softplus surrogate for a non-zero term.
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+        reg = HessianNorm(1e-4, softplus_beta=3.0, seed=0)
+        return lambda x, y, mask: reg.loss(model, x, y), model
+    if case == "MaskedGradientPenalty":
+        reg = MaskedGradientPenalty()
+        return lambda x, y, mask: reg.loss(model, x, y, mask), model
+    if case in PATH_CASES:
+        cls = {
+            "IGNorm": IGNorm,
+            "IGSumNorm": IGSumNorm,
+            "EnhancedAttributionRegularizer": EnhancedAttributionRegularizer,
+        }[case]
+        reg = cls(EPS, **_path_kwargs(n_steps, single_pass))
+        return lambda x, y, mask: reg.loss(model, x, y), model
+    if case == "ExplanationConsistencyWeights":
+        reg = ExplanationConsistencyWeights(eps=EPS, attack_steps=2, seed=0)
+        return lambda x, y, mask: reg.loss(model, x, y), model
+    if case == "TopGAP":
+        replace_global_pool(model, 0.25, l1_weight=1e-3)
+        return (
+            lambda x, y, mask: F.cross_entropy(model(x), y) + top_gap_penalty(model),
+            model,
+        )
+    raise ValueError(f"unknown case {case!r}")
 
 
-def ce_rows(out, y):
-    return F.cross_entropy(out, y, reduction="none")
-
-
-def prob_rows(out, y):
-    return out.softmax(1).gather(1, y[:, None])[:, 0]
-
-
-def ref_inner_max(model, x, y, gen, cfg, beta, with_loss):
-    n, af, steps, step = cfg["n_steps"], cfg["approx_factor"], cfg["steps"], cfg["a"]
-    approx = torch.arange(af, n + 1, af, device=x.device) / n
-    adv = x + EPS * (2 * torch.rand(x.shape, generator=gen, device=x.device) - 1)
-    adv = adv.clamp(0, 1)
-    for _ in range(steps):
-        adv.requires_grad_(True)
-        obj = beta * path_ig(model, x, adv, y, approx, ce_rows, True).abs().sum()
-        if with_loss:
-            obj = obj + F.cross_entropy(model(adv), y, reduction="sum")
-        (g,) = torch.autograd.grad(obj, adv)
-        adv = torch.min(torch.max(adv.detach() + step * g.sign(), x - EPS), x + EPS)
-        adv = adv.clamp(0, 1)
-    return adv.detach()
-
-
-def ref_ig_norm(model, x, y, gen, cfg, lamb=1.0):
-    adv = ref_inner_max(model, x, y, gen, cfg, 1.0, False)
-    full = torch.arange(1, cfg["n_steps"] + 1, device=x.device) / cfg["n_steps"]
-    ig = path_ig(model, x, adv, y, full, ce_rows, True)
-    return F.cross_entropy(model(x), y) + lamb * ig.abs().flatten(1).sum(1).mean()
-
-
-def ref_ig_sum_norm(model, x, y, gen, cfg, beta=0.1):
-    adv = ref_inner_max(model, x, y, gen, cfg, beta, True)
-    full = torch.arange(1, cfg["n_steps"] + 1, device=x.device) / cfg["n_steps"]
-    ig = path_ig(model, x, adv, y, full, ce_rows, True)
-    return F.cross_entropy(model(adv), y) + beta * ig.abs().flatten(1).sum(1).mean()
-
-
-def ref_enhanced(model, x, y, gen, cfg, lamb=0.1):
-    adv = ref_inner_max(model, x, y, gen, cfg, lamb, True)
-    m = cfg["n_steps"]
-    full = torch.arange(1, m + 1, device=x.device) / m
-    zero = torch.zeros_like(x)
-    b = path_ig(model, zero, x, y, full, prob_rows, True).flatten(1)
-    c = -path_ig(model, x, adv, y, full, ce_rows, True).flatten(1)
-    z = (full.view(-1, 1, 1, 1, 1) * adv[None]).flatten(0, 1).requires_grad_(True)
-    probs = model(z).softmax(1)
-    yy = y.repeat(m)
-    neg = probs.detach().scatter(1, yy[:, None], -1.0).argmax(1)
-    (gt,) = torch.autograd.grad(
-        probs.gather(1, yy[:, None]).sum(), z, create_graph=True
-    )
-    (gn,) = torch.autograd.grad(
-        probs.gather(1, neg[:, None]).sum(), z, create_graph=True
-    )
-    ig_t = (adv * gt.view(m, *x.shape).mean(0)).sum(1).flatten(1)
-    ig_n = (adv * gn.view(m, *x.shape).mean(0)).sum(1).flatten(1)
-    r_class = (ig_t.log_softmax(1) - ig_n.log_softmax(1)).mean(1)
-    same = torch.sign(b.detach()) == torch.sign(c.detach())
-    r_change = torch.where(same, b * c, c.abs()).sum(1)
-    return F.cross_entropy(model(adv), y) + lamb * (r_class + r_change).mean()
-
-
-def saliency(model, x, y, create_graph):
-    leaf = x if x.requires_grad else x.detach().requires_grad_(True)
-    out = model(leaf)
-    (g,) = torch.autograd.grad(
-        out[torch.arange(len(y)), y].sum(), leaf, create_graph=create_graph
-    )
-    return g.abs().sum(1).flatten(1), out.detach()
-
-
-def ref_consistency(model, x, y, gen, steps=10, a=2 / 255, q=0.5):
-    ref, out = saliency(model, x, y, False)
-    pred = out.argmax(1)
-    k = round(q * ref.shape[1])
-    bg = torch.zeros_like(ref, dtype=torch.bool)
-    bg.scatter_(1, torch.argsort(ref, dim=1, stable=True)[:, :k], True)
-    bg = bg.view(x.shape[0], 1, *x.shape[2:]).to(x.dtype)
-    noise = EPS * (2 * torch.rand(x.shape, generator=gen, device=x.device) - 1)
-    adv = x + ((x + noise).clamp(0, 1) - x) * bg
-    best = torch.ones(x.shape[0], device=x.device)
-    for step in range(steps + 1):
-        leaf = adv.detach().requires_grad_(True)
-        heat, out = saliency(model, leaf, y, True)
-        sim = F.cosine_similarity(heat, ref, eps=1e-12)
-        keep = (out.argmax(1) == pred) & (sim.detach() < best)
-        best = torch.where(keep, sim.detach(), best)
-        if step == steps:
-            break
-        (g,) = torch.autograd.grad(sim.sum(), leaf)
-        adv = leaf.detach() - a * g.sign()
-        adv = torch.min(torch.max(adv, x - EPS), x + EPS).clamp(0, 1)
-        adv = x + (adv - x) * bg
-    v = 1 - best
-    return (v * F.cross_entropy(model(x), y, reduction="none")).mean()
-
-
-# ------------------------------------------------------------------------ driver
-
-
-def stepper(model, loss_fn):
+def worker(case: str, n_steps: int, single_pass: bool, repeats: int, threads: int):
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = resnet18(num_classes=CLASSES).train()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(BATCH, 3, SIZE, SIZE, generator=gen)
+    y = torch.randint(0, CLASSES, (BATCH,), generator=gen)
+    mask = torch.zeros(BATCH, SIZE, SIZE, dtype=torch.bool)
+    mask[:, 56:168, 56:168] = True
+    loss_fn, model = _loss_fn(case, model, n_steps, single_pass)
     opt = torch.optim.SGD(model.parameters(), lr=1e-4)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss_fn().backward()
+        loss_fn(x, y, mask).backward()
         opt.step()
 
-    return step
-
-
-def paired(ours, reference, repeats, device):
-    """Best times of two steps measured in alternation, so that a change in the load
-    of a shared machine affects both alike."""
-    best_ours = best_ref = float("inf")
+    before = _rss_bytes()
+    start = time.perf_counter()
+    step()
+    first = time.perf_counter() - start
+    peak = _max_rss_bytes() - before
+    best = first
     for _ in range(repeats):
-        best_ours = min(best_ours, best_time(ours, repeats=1, device=device))
-        best_ref = min(best_ref, best_time(reference, repeats=1, device=device))
-    return best_ours, best_ref
+        start = time.perf_counter()
+        step()
+        best = min(best, time.perf_counter() - start)
+    print(json.dumps({"peak": peak, "time": best}))
+
+
+def run_case(case, n_steps, single_pass, repeats, threads) -> dict:
+    command = [
+        sys.executable, __file__, "--case", case, "--n-steps", str(n_steps),
+        "--repeats", str(repeats), "--threads", str(threads),
+    ]  # fmt: skip
+    if single_pass:
+        command.append("--single-pass")
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"{case} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu"
-    )
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument(
-        "--threads", type=int, default=2, help="torch threads on the CPU (default 2)"
-    )
+    parser.add_argument("--case", choices=CASES)
+    parser.add_argument("--n-steps", type=int, default=4)
+    parser.add_argument("--single-pass", action="store_true")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--time-steps", type=int, default=4)
+    parser.add_argument("--memory-steps", type=int, default=50)
+    parser.add_argument("--skip-memory-claim", action="store_true")
     args = parser.parse_args()
-    torch.set_num_threads(
-        args.threads if args.device == "cpu" else torch.get_num_threads()
-    )
-    device = torch.device(args.device)
-    threads = torch.get_num_threads()
-    print(f"device: {device}, torch threads: {threads}, batch {args.batch}")
+    if args.case:
+        worker(args.case, args.n_steps, args.single_pass, args.repeats, args.threads)
+        return
 
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(args.batch, 3, 32, 32, generator=gen).to(device)
-    y = torch.randint(0, 10, (args.batch,), generator=gen).to(device)
-    mask = torch.zeros(args.batch, 32, 32, dtype=torch.bool, device=device)
-    mask[:, 8:24, 10:22] = True
-    torch.manual_seed(0)
-    model = LeNet().to(device)
-    cfg = {"n_steps": 10, "approx_factor": 5, "steps": 3, "a": 2 / 255}
-    ig_kw = dict(
-        n_steps=cfg["n_steps"], approx_factor=cfg["approx_factor"],
-        attack_steps=cfg["steps"], attack_step_size=cfg["a"],
-    )  # fmt: skip
-
-    def ref_gen():
-        return torch.Generator(device=device).manual_seed(0)
-
-    def time_step(loss_fn, repeats=args.repeats):
-        return best_time(stepper(model, loss_fn), repeats=repeats, device=device)
-
-    plain = time_step(lambda: F.cross_entropy(model(x), y))
-    print(f"{'plain cross-entropy step':<48} {plain * 1e3:9.1f} ms")
-
-    cases = []
-    lga, g1 = LocalGradientAlignment(EPS, seed=0), ref_gen()
-    cases.append(
-        (
-            "LocalGradientAlignment.loss",
-            lambda: lga.loss(model, x, y),
-            lambda: ref_lga(model, x, y, g1),
+    print(
+        f"resnet18, {BATCH}x3x{SIZE}x{SIZE}, CPU, {args.threads} torch threads; "
+        "peak memory = peak RSS of a fresh process minus its RSS before the step"
+    )
+    ce = run_case("cross-entropy", 0, False, args.repeats, args.threads)
+    mib = 2**20
+    print(
+        f"{'cross-entropy step':<52} {ce['time'] * 1e3:9.0f} ms "
+        f"{ce['peak'] / mib:8.0f} MiB"
+    )
+    m = args.time_steps
+    for case in CASES[1:]:
+        label = f"{case} (m={m})" if case in PATH_CASES else case
+        r = run_case(case, m, False, args.repeats, args.threads)
+        print(
+            f"{label:<52} {r['time'] / ce['time']:7.1f}x time "
+            f"{r['peak'] / ce['peak']:6.1f}x memory"
         )
-    )
-    hess, g2 = HessianNorm(seed=0), ref_gen()
-    cases.append(
-        (
-            "HessianNorm.loss",
-            lambda: hess.loss(model, x, y),
-            lambda: ref_hessian(model, x, y, g2),
+        if case in PATH_CASES:
+            single = run_case(case, m, True, args.repeats, args.threads)
+            print(
+                f"{'  in one pass (before: no chunking)':<52} "
+                f"{single['time'] / ce['time']:7.1f}x time "
+                f"{single['peak'] / ce['peak']:6.1f}x memory   "
+                f"chunked / one pass: time {r['time'] / single['time']:.2f}x, "
+                f"memory {r['peak'] / single['peak']:.2f}x"
+            )
+    if args.skip_memory_claim:
+        return
+    m = args.memory_steps
+    print(f"path-integral regularizers at m={m} path points (target {TARGET_MEMORY}):")
+    for case in PATH_CASES:
+        r = run_case(case, m, False, 0, args.threads)
+        print(
+            f"  {case + f' (m={m}, one step)':<50} {r['peak'] / ce['peak']:6.1f}x "
+            f"memory  ({r['time']:.0f} s)"
         )
-    )
-    rrr = MaskedGradientPenalty()
-    cases.append(
-        (
-            "MaskedGradientPenalty.loss",
-            lambda: rrr.loss(model, x, y, mask),
-            lambda: ref_masked(model, x, y, mask),
-        )
-    )
-    ign, g3 = IGNorm(EPS, **ig_kw, seed=0), ref_gen()
-    cases.append(
-        (
-            "IGNorm.loss (m=10, 3 PGD steps)",
-            lambda: ign.loss(model, x, y),
-            lambda: ref_ig_norm(model, x, y, g3, cfg),
-        )
-    )
-    igs, g4 = IGSumNorm(EPS, **ig_kw, seed=0), ref_gen()
-    cases.append(
-        (
-            "IGSumNorm.loss (m=10, 3 PGD steps)",
-            lambda: igs.loss(model, x, y),
-            lambda: ref_ig_sum_norm(model, x, y, g4, cfg),
-        )
-    )
-    enh, g5 = EnhancedAttributionRegularizer(EPS, **ig_kw, seed=0), ref_gen()
-    cases.append(
-        (
-            "EnhancedAttributionRegularizer.loss (m=10)",
-            lambda: enh.loss(model, x, y),
-            lambda: ref_enhanced(model, x, y, g5, cfg),
-        )
-    )
-    ecw = ExplanationConsistencyWeights(eps=EPS, softplus_beta=None, seed=0)
-    g6 = ref_gen()
-    cases.append(
-        (
-            "ExplanationConsistencyWeights.loss (10 steps)",
-            lambda: ecw.loss(model, x, y),
-            lambda: ref_consistency(model, x, y, g6),
-        )
-    )
-    for name, ours_fn, ref_fn in cases:
-        ours, reference = paired(
-            stepper(model, ours_fn), stepper(model, ref_fn), args.repeats, device
-        )
-        print(f"  {name}: {ours / plain:.1f}x a plain step")
-        report(f"  {name} vs hand-written", ours, reference, TARGET)
-
-    # Top-GAP: a step of a net pooled by TopGAP against one with GAP and one with a
-    # hand-written top-k pooling.
-    torch.manual_seed(0)
-    nets = {
-        "gap": PoolNet(nn.AdaptiveAvgPool2d(1)).to(device),
-        "topgap": PoolNet(TopGAP(0.25)).to(device),
-        "hand": PoolNet(HandTopK(16)).to(device),
-    }
-    steps = {
-        key: stepper(net, lambda net=net: F.cross_entropy(net(x), y))
-        for key, net in nets.items()
-    }
-    times = {}
-    times["topgap"], times["gap"] = paired(
-        steps["topgap"], steps["gap"], args.repeats, device
-    )
-    _, times["hand"] = paired(steps["topgap"], steps["hand"], args.repeats, device)
-    print(f"  TopGAP(0.25) step: {times['topgap'] / times['gap']:.2f}x a GAP step")
-    report(
-        "  TopGAP vs hand-written top-k pooling", times["topgap"], times["hand"], TARGET
-    )
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from captum_robust.regularizers._integrated_gradients import (
 from captum_robust.regularizers._masked import MaskedGradientPenalty
 from captum_robust.regularizers._top_gap import (
     TopGAP,
+    global_pool_names,
     replace_global_pool,
     top_gap_penalty,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "LocalGradientAlignment",
     "MaskedGradientPenalty",
     "TopGAP",
+    "global_pool_names",
     "replace_global_pool",
     "top_gap_penalty",
 ]

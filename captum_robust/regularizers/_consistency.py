@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from captum_robust._utils.second_order import second_order_safe
 from captum_robust._utils.validation import (
     check_choice,
     check_number,
@@ -231,7 +232,8 @@ class ExplanationConsistencyWeights(SeededMixin, SmoothMixin):
         else:
             background = None
         attribution = self._bound_attribution(model)
-        with frozen_running_stats(model):
+        # The attack differentiates a heatmap (an input gradient): second order.
+        with frozen_running_stats(model), second_order_safe():
             weights = self._weights(model, attribution, x, t, background)
         return weights
 
@@ -279,24 +281,38 @@ class ExplanationConsistencyWeights(SeededMixin, SmoothMixin):
         return attr
 
     def _heatmap(
-        self, model: nn.Module, attr: Any, x: Tensor, t: Tensor, *, create_graph: bool
+        self,
+        model: nn.Module,
+        attr: Any,
+        x: Tensor,
+        t: Tensor,
+        *,
+        create_graph: bool,
+        check: bool = False,
     ) -> tuple[Tensor, Tensor]:
-        """(B, N) heatmap and the logits at x; graph to x only if it requires grad."""
+        """(B, N) heatmap and the logits at x; graph to x only if it requires grad.
+
+        ``check`` validates the logits and the target before they are used.
+        """
         if attr is None:
             leaf = x if x.requires_grad else x.detach().requires_grad_(True)
             logits = model(leaf)
+            if check:
+                check_logits(logits, t)
             (grad,) = torch.autograd.grad(
                 target_logit(logits, t).sum(), leaf, create_graph=create_graph
             )
             heat = grad
         else:
+            with torch.no_grad():
+                logits = model(x.detach())
+            if check:
+                check_logits(logits, t)
             heat = attr.attribute(x, target=t)
             if not isinstance(heat, Tensor):
                 raise TypeError(
                     f"`attribution` must return one Tensor, got {type(heat).__name__}."
                 )
-            with torch.no_grad():
-                logits = model(x.detach())
             if not create_graph:
                 heat = heat.detach()
         flat = flatten_attribution(heat, abs=True, validate=False)
@@ -330,8 +346,7 @@ class ExplanationConsistencyWeights(SeededMixin, SmoothMixin):
         t: Tensor,
         background: Tensor | None,
     ) -> Tensor:
-        ref, logits = self._heatmap(model, attr, x, t, create_graph=False)
-        check_logits(logits, t)
+        ref, logits = self._heatmap(model, attr, x, t, create_graph=False, check=True)
         self._to_input(ref, x)  # refuses maps of the wrong size early
         pred = logits.argmax(dim=1)
         if background is None:

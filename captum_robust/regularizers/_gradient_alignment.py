@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from captum_robust._utils.second_order import second_order_safe
 from captum_robust._utils.validation import check_choice, check_positive_int
 from captum_robust.regularizers._common import (
     Bounds,
@@ -244,6 +245,15 @@ class LocalGradientAlignment(SeededMixin, SmoothMixin):
         model = check_model(model)
         x = check_inputs(inputs)
         t = check_target(target, x)
+        # Double-differentiable hardsigmoid / hardswish and the math attention
+        # kernel for every pass (MobileNetV3, ViT); the graph recorded here needs
+        # nothing at backward time.
+        with second_order_safe():
+            return self._run_checked(model, x, t, loss_fn)
+
+    def _run_checked(
+        self, model: nn.Module, x: Tensor, t: Tensor, loss_fn: LossFn | None
+    ) -> tuple[Tensor, Tensor | None]:
         task = None
         share = loss_fn is not None and self.softplus_beta is None
         if share:
@@ -432,6 +442,12 @@ class HessianNorm(SeededMixin, SmoothMixin):
         x = check_inputs(inputs)
         t = check_target(target, x)
         _check_no_training_batch_norm(model)
+        with second_order_safe():
+            return self._run_checked(model, x, t, loss_fn)
+
+    def _run_checked(
+        self, model: nn.Module, x: Tensor, t: Tensor, loss_fn: LossFn | None
+    ) -> tuple[Tensor, Tensor | None]:
         if loss_fn is not None and self.softplus_beta is None:
             g, logits, leaf = input_gradient(
                 model, x, t, target_logit, create_graph=True, check=True

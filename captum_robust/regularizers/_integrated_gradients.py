@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
 import torch
 from torch import Tensor, nn
 
+from captum_robust._utils.second_order import second_order_safe
 from captum_robust._utils.validation import check_positive_int
+from captum_robust.attr import softplus_activations
 from captum_robust.regularizers._common import (
     Bounds,
     LossFn,
@@ -17,6 +22,7 @@ from captum_robust.regularizers._common import (
     check_bool,
     check_bounds,
     check_inputs,
+    check_internal_batch_size,
     check_loss_fn,
     check_model,
     check_radius,
@@ -57,6 +63,7 @@ class _AdversarialIG(SeededMixin, SmoothMixin):
         softplus_beta: object,
         seed: object,
         generator: object,
+        internal_batch_size: object,
     ) -> None:
         self.eps = check_radius(eps, "eps")
         self.n_steps = check_positive_int(n_steps, "n_steps")
@@ -72,33 +79,87 @@ class _AdversarialIG(SeededMixin, SmoothMixin):
         self.bounds = check_bounds(bounds)
         self._init_smooth(softplus_beta)
         self._init_random(seed, generator)
+        self.internal_batch_size = check_internal_batch_size(internal_batch_size)
         self.last_adversarial: Tensor | None = None
+
+    @contextmanager
+    def _contexts(self, model: nn.Module) -> Iterator[None]:
+        """Frozen statistics, surrogate activations and second-order-safe kernels."""
+        with frozen_running_stats(model), self._smooth(model), second_order_safe():
+            yield
+
+    def _recompute(self, model: nn.Module):
+        """The contexts of :meth:`_contexts` again, for a checkpoint's recomputation
+        in the caller's backward pass (the functional-ReLU check is not repeated)."""
+
+        def factory() -> ExitStack:
+            stack = ExitStack()
+            stack.enter_context(frozen_running_stats(model))
+            if self.softplus_beta is not None:
+                stack.enter_context(
+                    softplus_activations(
+                        model, self.softplus_beta, check_functional=False
+                    )
+                )
+            stack.enter_context(second_order_safe())
+            return stack
+
+        return factory
+
+    def _ig(
+        self,
+        model: nn.Module,
+        start: Tensor,
+        end: Tensor,
+        alphas: Tensor,
+        t: Tensor,
+        scalar_fn,
+        *,
+        check: bool = False,
+        want_last: bool = False,
+        param_grads: bool = True,
+    ) -> tuple[Tensor, ...]:
+        """Path IG in passes of ``internal_batch_size`` rows on the unwrapped model.
+
+        The passes run on the module inside a DistributedDataParallel wrapper: a
+        checkpoint recomputes them in the backward pass, where the wrapper's
+        forward must not run; DDP still averages the gradients, since the step's
+        task loss goes through the wrapper.
+        """
+        inner = unwrap_parallel(model)
+        return integrated_gradients(
+            inner,
+            start,
+            end,
+            alphas,
+            t,
+            scalar_fn,
+            create_graph=True,
+            internal_batch_size=self.internal_batch_size or start.shape[0],
+            check=check,
+            want_last=want_last,
+            recompute=self._recompute(inner),
+            param_grads=param_grads,
+        )
 
     def _adversarial(
         self, model: nn.Module, x: Tensor, t: Tensor, ig_weight: float
     ) -> Tensor:
         """x' maximising [CE(x') +] ig_weight * ||IG_approx(x -> x')||_1."""
-        inner = unwrap_parallel(model)
         alphas = path_alphas(self.n_steps, self.approx_factor, x)
         checked = False
 
         def objective(adv: Tensor) -> Tensor:
             nonlocal checked
-            ig, logits = integrated_gradients(
-                inner,
-                x,
-                adv,
-                alphas,
-                t,
-                per_sample_ce,
-                create_graph=True,
-                check=not checked,
-            )
+            ig, last_loss = self._ig(
+                model, x, adv, alphas, t, per_sample_ce, check=not checked,
+                want_last=True, param_grads=False,
+            )  # fmt: skip
             checked = True
             value = ig_weight * _l1(ig)
             if self._attack_with_loss:
                 # The last path point is x' itself.
-                value = value + per_sample_ce(logits[-1], t)
+                value = value + last_loss
             return value.sum()
 
         eps = as_like(self.eps, x)
@@ -216,6 +277,7 @@ class IGNorm(_AdversarialIG):
         softplus_beta: float | None = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
+        internal_batch_size: int | None = None,
     ) -> None:
         self.weight = check_weight(weight, "weight")
         self._init_attack(
@@ -229,6 +291,7 @@ class IGNorm(_AdversarialIG):
             softplus_beta,
             seed,
             generator,
+            internal_batch_size,
         )
 
     # Gradients are needed even when the caller is inside torch.no_grad().
@@ -269,18 +332,11 @@ class IGNorm(_AdversarialIG):
         return task + self._term(model, x, t)
 
     def _term(self, model: nn.Module, x: Tensor, t: Tensor) -> Tensor:
-        with frozen_running_stats(model), self._smooth(model):
+        with self._contexts(model):
             adv = self._adversarial(model, x, t, 1.0)
             alphas = path_alphas(self.n_steps, 1, x)
-            ig, _ = integrated_gradients(
-                model,
-                x,
-                adv,
-                alphas,
-                t,
-                per_sample_ce,
-                create_graph=True,
-                check=self.attack_steps == 0,
+            (ig,) = self._ig(
+                model, x, adv, alphas, t, per_sample_ce, check=self.attack_steps == 0
             )
         return self.weight * _l1(ig).mean()
 
@@ -359,6 +415,7 @@ softplus_beta, seed, generator
         softplus_beta: float | None = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
+        internal_batch_size: int | None = None,
     ) -> None:
         super().__init__(
             eps,
@@ -372,6 +429,7 @@ softplus_beta, seed, generator
             softplus_beta=softplus_beta,
             seed=seed,
             generator=generator,
+            internal_batch_size=internal_batch_size,
         )
 
     @torch.enable_grad()
@@ -405,18 +463,11 @@ softplus_beta, seed, generator
         return loss_fn(run_checked(model, self.last_adversarial, t), t) + term
 
     def _term(self, model: nn.Module, x: Tensor, t: Tensor) -> Tensor:
-        with frozen_running_stats(model), self._smooth(model):
+        with self._contexts(model):
             adv = self._adversarial(model, x, t, self.weight)
             alphas = path_alphas(self.n_steps, 1, x)
-            ig, _ = integrated_gradients(
-                model,
-                x,
-                adv,
-                alphas,
-                t,
-                per_sample_ce,
-                create_graph=True,
-                check=self.attack_steps == 0,
+            (ig,) = self._ig(
+                model, x, adv, alphas, t, per_sample_ce, check=self.attack_steps == 0
             )
         return self.weight * _l1(ig).mean()
 
@@ -432,6 +483,16 @@ def _other_class(logits: Tensor, target: Tensor) -> Tensor:
     """The most likely class other than the target, per row (no gradient)."""
     masked = logits.detach().scatter(1, target.unsqueeze(1), float("-inf"))
     return masked.argmax(dim=1)
+
+
+def _class_pair(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """Per row: probability of the target and of the most likely other class."""
+    probs = logits.softmax(dim=1)
+    other = _other_class(probs, target)
+    return (
+        probs.gather(1, target.unsqueeze(1)).squeeze(1),
+        probs.gather(1, other.unsqueeze(1)).squeeze(1),
+    )
 
 
 class EnhancedAttributionRegularizer(_AdversarialIG):
@@ -525,6 +586,7 @@ class EnhancedAttributionRegularizer(_AdversarialIG):
         softplus_beta: float | None = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
+        internal_batch_size: int | None = None,
     ) -> None:
         self.weight = check_weight(weight, "weight")
         self.attack_weight = (
@@ -545,6 +607,7 @@ class EnhancedAttributionRegularizer(_AdversarialIG):
             softplus_beta,
             seed,
             generator,
+            internal_batch_size,
         )
 
     @torch.enable_grad()
@@ -595,7 +658,7 @@ class EnhancedAttributionRegularizer(_AdversarialIG):
         (torch.Size([2]), torch.Size([2]))
         """
         model, x, t = self._prepare(model, inputs, target)
-        with frozen_running_stats(model), self._smooth(model):
+        with self._contexts(model):
             return self._components(model, x, t)
 
     def _components(
@@ -605,21 +668,14 @@ class EnhancedAttributionRegularizer(_AdversarialIG):
         adv = self._adversarial(model, x, t, beta)
         alphas = path_alphas(self.n_steps, 1, x)
         zero = torch.zeros_like(x)
-        b, _ = integrated_gradients(
-            model,
-            zero,
-            x,
-            alphas,
-            t,
-            target_prob,
-            create_graph=True,
-            check=self.attack_steps == 0,
+        (b,) = self._ig(
+            model, zero, x, alphas, t, target_prob, check=self.attack_steps == 0
         )
-        ig_loss, _ = integrated_gradients(
-            model, x, adv, alphas, t, per_sample_ce, create_graph=True
-        )
+        (ig_loss,) = self._ig(model, x, adv, alphas, t, per_sample_ce)
         c = -ig_loss
-        ig_true, ig_neg = self._class_pair(model, adv, alphas, t)
+        # One forward pass per path point, two gradients: the true class's and
+        # the most likely other class's probability (chosen per point).
+        ig_true, ig_neg = self._ig(model, zero, adv, alphas, t, _class_pair)
         # KL(U || P) = -log N - mean_j log P_j, so the difference needs no constants.
         log_true = _spatial(ig_true).log_softmax(dim=1)
         log_neg = _spatial(ig_neg).log_softmax(dim=1)
@@ -629,36 +685,8 @@ class EnhancedAttributionRegularizer(_AdversarialIG):
         r_change = torch.where(matched, b * c, c.abs()).sum(dim=1)
         return r_class, r_change
 
-    def _class_pair(
-        self, model: nn.Module, end: Tensor, alphas: Tensor, t: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """IG from 0 to ``end`` of the true-class and the best other-class probability.
-
-        One forward pass over the path, two gradients.
-        """
-        p, batch = alphas.shape[0], end.shape[0]
-        view = (p,) + (1,) * end.dim()
-        z = (alphas.view(view) * end.unsqueeze(0)).reshape(
-            (p * batch,) + tuple(end.shape[1:])
-        )
-        z = z.detach().requires_grad_(True)
-        probs = model(z).softmax(dim=1)
-        targets = t.repeat(p)
-        true = probs.gather(1, targets.unsqueeze(1)).sum()
-        other = _other_class(probs, targets)
-        neg = probs.gather(1, other.unsqueeze(1)).sum()
-        g_true, g_neg = (
-            torch.autograd.grad(out, z, create_graph=True, retain_graph=True)[0]
-            for out in (true, neg)
-        )
-        shape = (p, batch) + tuple(end.shape[1:])
-        return (
-            end * g_true.view(shape).mean(dim=0),
-            end * g_neg.view(shape).mean(dim=0),
-        )
-
     def _term(self, model: nn.Module, x: Tensor, t: Tensor) -> Tensor:
-        with frozen_running_stats(model), self._smooth(model):
+        with self._contexts(model):
             r_class, r_change = self._components(model, x, t)
         return (
             self.weight

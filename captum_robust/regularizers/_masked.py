@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from captum_robust._utils.second_order import second_order_safe
 from captum_robust._utils.validation import check_choice
 from captum_robust.regularizers._common import (
     LossFn,
@@ -156,6 +157,18 @@ class MaskedGradientPenalty(SmoothMixin):
         x = check_inputs(inputs)
         t = check_target(target, x)
         outside = (~check_mask(mask, x)).to(x.dtype)
+        # Double-differentiable activations and attention (MobileNetV3, ViT).
+        with second_order_safe():
+            return self._run_checked(model, x, t, outside, loss_fn)
+
+    def _run_checked(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        t: Tensor,
+        outside: Tensor,
+        loss_fn: LossFn | None,
+    ) -> tuple[Tensor, Tensor | None]:
         if loss_fn is not None and self.softplus_beta is None:
             grad, logits, _ = input_gradient(
                 model, x, t, self._scalar, create_graph=True, check=True

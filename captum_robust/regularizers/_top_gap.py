@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torchvision.ops import SqueezeExcitation
 
 from captum_robust._utils.validation import check_number
 
-__all__ = ["TopGAP", "replace_global_pool", "top_gap_penalty"]
+__all__ = ["TopGAP", "global_pool_names", "replace_global_pool", "top_gap_penalty"]
 
 
 def _check_k(k: object) -> int | float:
@@ -92,6 +93,13 @@ class TopGAP(nn.Module):
         return max(1, min(num_positions, round(self.k * num_positions)))
 
     def forward(self, input: Tensor) -> Tensor:
+        if not isinstance(input, Tensor):
+            raise TypeError(f"`input` must be a Tensor, got {type(input).__name__}.")
+        if not input.is_floating_point():
+            raise TypeError(
+                f"`input` must be a floating feature map, got {input.dtype}; "
+                "the mean of the top k of an integer map is not an integer."
+            )
         if input.dim() not in (3, 4):
             raise ValueError(
                 "TopGAP expects a (B, C, H, W) or (C, H, W) feature map, got shape "
@@ -124,17 +132,148 @@ def _is_global_avg_pool(module: nn.Module) -> bool:
     return tuple(size) == (1, 1)
 
 
-def replace_global_pool(
-    model: nn.Module, k: int | float, *, l1_weight: float = 0.0
-) -> nn.Module:
-    """Replace every global average pooling module of ``model`` by :class:`TopGAP`.
+def _is_squeeze_excitation(module: nn.Module) -> bool:
+    # torchvision's blocks (EfficientNet, MobileNetV3, RegNet, MaxViT) are
+    # torchvision.ops.SqueezeExcitation; the name test covers SE blocks written
+    # by hand (SELayer, SEModule, SqueezeExcite, ...).
+    name = type(module).__name__.lower()
+    return (
+        isinstance(module, SqueezeExcitation)
+        or "squeezeexcit" in name
+        or name in ("se", "selayer", "semodule", "seblock")
+    )
 
-    Every ``nn.AdaptiveAvgPool2d`` with output size 1 or (1, 1) (torchvision's
-    ResNets, ResNeXts, RegNets, MobileNets, EfficientNets, ...: ``model.avgpool``)
-    becomes ``TopGAP(k, l1_weight=l1_weight)``, one instance per replaced module.
+
+def _fixed_size_message(name: str, module: nn.Module) -> str:
+    return (
+        f"`model`.{name} is AdaptiveAvgPool2d(output_size={module.output_size}), "
+        "which pools to a fixed grid that the classifier reads cell by cell (VGG "
+        "7x7, AlexNet 6x6); it is not a global pool, and at the standard input "
+        "size every cell is a single position, so top-k pooling within a cell "
+        "would change nothing. Top-GAP needs a classifier on globally pooled "
+        "channels: replace both, e.g. `model.avgpool = TopGAP(k)` and "
+        "`model.classifier = nn.Sequential(nn.Flatten(), nn.Linear(512, "
+        "num_classes))` for VGG, and train the new head."
+    )
+
+
+def global_pool_names(model: nn.Module) -> list[str]:
+    """Names of the modules :func:`replace_global_pool` replaces by default.
+
+    The classifier's global pool, found without running the model:
+
+    1. ``model.avgpool`` when it is an ``nn.AdaptiveAvgPool2d`` (torchvision's
+       convention: ResNet, ResNeXt, Wide ResNet, GoogLeNet, Inception-v3,
+       MobileNetV3, EfficientNet, RegNet, ConvNeXt, Swin);
+    2. otherwise the only ``nn.AdaptiveAvgPool2d`` with output size 1 outside
+       squeeze-excitation blocks (SqueezeNet's ``classifier.3``, MaxViT's
+       ``classifier.0``, a model written as one ``nn.Sequential``).
+
+    Raises
+    ------
+    ValueError
+        If there is no such pool (a pool written in ``forward``, a fixed-size
+        pool such as VGG's), or several candidates: name them with
+        ``replace_global_pool(..., modules=[...])``.
+
+    Examples
+    --------
+    >>> from torchvision.models import efficientnet_b0
+    >>> from captum_robust.regularizers import global_pool_names
+    >>> global_pool_names(efficientnet_b0())  # not the 16 squeeze-excitation pools
+    ['avgpool']
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"`model` must be a torch.nn.Module, got {type(model).__name__}."
+        )
+    if isinstance(model, nn.AdaptiveAvgPool2d):
+        raise ValueError(
+            "`model` is itself an AdaptiveAvgPool2d; use TopGAP(k) in its place."
+        )
+    pool = getattr(model, "avgpool", None)
+    if isinstance(pool, nn.AdaptiveAvgPool2d):
+        if not _is_global_avg_pool(pool):
+            raise ValueError(_fixed_size_message("avgpool", pool))
+        return ["avgpool"]
+    candidates = []
+    excluded: list[str] = []
+    # remove_duplicate=False: a pool instance registered twice is reported twice.
+    for name, module in model.named_modules(remove_duplicate=False):
+        if any(name == e or name.startswith(e + ".") for e in excluded):
+            continue
+        if name and _is_squeeze_excitation(module):
+            excluded.append(name)
+        elif _is_global_avg_pool(module):
+            candidates.append(name)
+    if len(candidates) == 1:
+        return candidates
+    family = type(model).__name__
+    if not candidates:
+        hint = {
+            "VisionTransformer": " ViT classifies its class token; it has no pool.",
+            "DenseNet": " DenseNet pools with F.adaptive_avg_pool2d in forward().",
+            "MobileNetV2": " MobileNetV2 pools with F.adaptive_avg_pool2d in "
+            "forward(): use nn.Sequential(model.features, TopGAP(k), "
+            "nn.Flatten(1), model.classifier).",
+            "ShuffleNetV2": " ShuffleNetV2 pools with x.mean([2, 3]) in forward().",
+            "MNASNet": " MNASNet pools with x.mean([2, 3]) in forward(): use "
+            "nn.Sequential(model.layers, TopGAP(k), nn.Flatten(1), "
+            "model.classifier).",
+        }.get(family, "")
+        raise ValueError(
+            f"`model` ({family}) has no nn.AdaptiveAvgPool2d module with output "
+            "size 1 outside squeeze-excitation blocks; a pool written in forward() "
+            "(F.adaptive_avg_pool2d, torch.mean) cannot be swapped." + hint + " "
+            "Insert TopGAP(k) into the model by hand."
+        )
+    raise ValueError(
+        f"`model` ({family}) has several global pools that could feed the "
+        f"classifier: {candidates}; choose with replace_global_pool(model, k, "
+        "modules=[...])."
+    )
+
+
+def replace_global_pool(
+    model: nn.Module,
+    k: int | float,
+    *,
+    l1_weight: float = 0.0,
+    modules: list[str] | tuple[str, ...] | None = None,
+) -> nn.Module:
+    """Replace the global average pool that feeds the classifier by :class:`TopGAP`.
+
+    By default exactly one module is replaced, the one named by
+    :func:`global_pool_names`; the global pools inside squeeze-excitation blocks
+    (16 in EfficientNet-B0, 9 in MobileNetV3-Small) gate channels, not classes,
+    and are left alone. Which module that is, per torchvision family:
+
+    ==============================================  ==============================
+    family                                          replaced module
+    ==============================================  ==============================
+    ResNet, ResNeXt, Wide ResNet, GoogLeNet,         ``avgpool``
+    Inception-v3, MobileNetV3, EfficientNet (V1,
+    V2), RegNet, ConvNeXt, Swin
+    SqueezeNet                                      ``classifier.3`` (it pools the
+                                                    class score maps)
+    MaxViT                                          ``classifier.0``
+    VGG, AlexNet                                    refused: ``avgpool`` pools to
+                                                    a 7x7 / 6x6 grid that the
+                                                    classifier reads (see below)
+    DenseNet, MobileNetV2, ShuffleNetV2, MNASNet    refused: they pool in
+                                                    ``forward()``, no module
+    ViT                                             refused: no pool (class token)
+    ==============================================  ==============================
+
+    For the refused families, build the pooled model by hand, e.g.
+    ``nn.Sequential(model.features, TopGAP(k), nn.Flatten(1), model.classifier)``
+    for MobileNetV2; for VGG replace ``avgpool`` by ``TopGAP(k)`` and the
+    classifier by a ``nn.Linear(512, num_classes)`` head to train.
+
     The change is made **in place** (like ``model.to``), and the same model is
     returned for chaining; deep-copy it first to keep the original. The model has
-    no new parameters, so an optimizer built before stays valid.
+    no new parameters, so an optimizer built before stays valid. The replaced
+    modules are those that :func:`global_pool_names` lists (or ``modules``).
 
     Parameters
     ----------
@@ -146,6 +285,9 @@ def replace_global_pool(
     l1_weight : float, default 0.0
         Optional L1 penalty weight; see :class:`TopGAP` and
         :func:`top_gap_penalty`.
+    modules : list of str or None, default None
+        Names (as in ``model.named_modules()``) of the ``nn.AdaptiveAvgPool2d``
+        modules with output size 1 to replace, instead of the default one.
 
     Returns
     -------
@@ -155,9 +297,9 @@ def replace_global_pool(
     Raises
     ------
     ValueError
-        If ``model`` has no such module: models that pool with
-        ``torch.nn.functional.adaptive_avg_pool2d`` in ``forward`` (torchvision's
-        DenseNet) or with ``torch.mean`` cannot be converted by a module swap.
+        If the default rule finds no pool or several (see
+        :func:`global_pool_names`), or a name in ``modules`` is not a global
+        average pool of ``model``.
 
     Examples
     --------
@@ -181,25 +323,44 @@ def replace_global_pool(
         )
     _check_k(k)
     check_number(l1_weight, "l1_weight", minimum=0.0)
-    if _is_global_avg_pool(model):
-        raise ValueError(
-            "`model` is itself an AdaptiveAvgPool2d; use TopGAP(k) in its place."
-        )
-    replaced = 0
-    for parent in list(model.modules()):
-        # _modules, not named_children(): the latter skips repeated instances.
-        for name, child in list(parent._modules.items()):
-            if child is not None and _is_global_avg_pool(child):
-                setattr(parent, name, TopGAP(k, l1_weight=l1_weight))
-                replaced += 1
-    if not replaced:
-        raise ValueError(
-            f"`model` ({type(model).__name__}) has no nn.AdaptiveAvgPool2d module "
-            "with output size 1; models that pool in forward() with "
-            "F.adaptive_avg_pool2d or torch.mean cannot be converted. Insert "
-            "TopGAP(k) into the model by hand."
-        )
+    if modules is None:
+        names = global_pool_names(model)
+    else:
+        names = _check_module_names(model, modules)
+    for name in names:
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attr, TopGAP(k, l1_weight=l1_weight))
     return model
+
+
+def _check_module_names(model: nn.Module, modules: object) -> list[str]:
+    if isinstance(modules, str) or not isinstance(modules, (list, tuple)):
+        raise TypeError(
+            "`modules` must be a list of module names (as in "
+            f"model.named_modules()), got {type(modules).__name__}."
+        )
+    if not modules:
+        raise ValueError("`modules` must name at least one module.")
+    found = dict(model.named_modules(remove_duplicate=False))
+    for name in modules:
+        if not isinstance(name, str) or not name:
+            raise TypeError(
+                f"`modules` must hold non-empty module names, got {name!r}."
+            )
+        module = found.get(name)
+        if module is None:
+            raise ValueError(f"`modules`: `model` has no submodule {name!r}.")
+        if isinstance(module, nn.AdaptiveAvgPool2d) and not _is_global_avg_pool(module):
+            raise ValueError(_fixed_size_message(name, module))
+        if not _is_global_avg_pool(module):
+            raise ValueError(
+                f"`modules`: {name!r} is a {type(module).__name__}, not an "
+                "nn.AdaptiveAvgPool2d with output size 1."
+            )
+    if len(set(modules)) != len(modules):
+        raise ValueError(f"`modules` names a module twice: {list(modules)}.")
+    return list(modules)
 
 
 def top_gap_penalty(model: nn.Module) -> Tensor:
