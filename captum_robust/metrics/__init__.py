@@ -46,6 +46,12 @@ from captum_robust.metrics._maps import (
     prepare_mask,
     spatial_attribution,
 )
+from captum_robust.metrics._similarity import (
+    cosine_similarity,
+    mean_squared_error,
+    pearson_correlation,
+    structural_similarity,
+)
 from captum_robust.metrics._streaming import (
     CenterOfMassShift,
     KendallTau,
@@ -60,6 +66,10 @@ from captum_robust.metrics._streaming import (
 from captum_robust.metrics._topk import topk_intersection
 
 __all__ = [
+    "structural_similarity",
+    "pearson_correlation",
+    "mean_squared_error",
+    "cosine_similarity",
     "CenterOfMassShift",
     "KendallTau",
     "MaskIoU",
