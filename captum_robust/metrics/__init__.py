@@ -46,6 +46,15 @@ from captum_robust.metrics._maps import (
     prepare_mask,
     spatial_attribution,
 )
+from captum_robust.metrics._sensitivity import (
+    avg_sensitivity,
+    local_lipschitz_estimate,
+    max_sensitivity,
+    random_perturbation_similarity,
+    relative_input_stability,
+    relative_output_stability,
+    relative_representation_stability,
+)
 from captum_robust.metrics._similarity import (
     cosine_similarity,
     mean_squared_error,
@@ -66,6 +75,13 @@ from captum_robust.metrics._streaming import (
 from captum_robust.metrics._topk import topk_intersection
 
 __all__ = [
+    "relative_representation_stability",
+    "relative_output_stability",
+    "relative_input_stability",
+    "random_perturbation_similarity",
+    "max_sensitivity",
+    "local_lipschitz_estimate",
+    "avg_sensitivity",
     "structural_similarity",
     "pearson_correlation",
     "mean_squared_error",

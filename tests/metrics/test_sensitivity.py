@@ -1,0 +1,432 @@
+import math
+
+import numpy as np
+import pytest
+import quantus
+import torch
+from captum.attr import Saliency
+from captum.metrics import sensitivity_max
+
+from captum_robust.metrics import (
+    avg_sensitivity,
+    local_lipschitz_estimate,
+    max_sensitivity,
+    pearson_correlation,
+    random_perturbation_similarity,
+    relative_input_stability,
+    relative_output_stability,
+    relative_representation_stability,
+    structural_similarity,
+)
+
+ROUNDS = 3
+
+
+def small_model(dtype=torch.float32):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.Softplus(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 36, 3),
+    )
+    return model.to(dtype).eval()
+
+
+def fixed_noise(scale=0.02, batch=4, dtype=torch.float32):
+    generator = torch.Generator().manual_seed(1)
+    return scale * torch.randn(ROUNDS, batch, 1, 6, 6, generator=generator, dtype=dtype)
+
+
+class RoundNoise:
+    """perturb_func of this package: round p adds noise[p]."""
+
+    def __init__(self, noise):
+        self.noise, self.round = noise, 0
+
+    def __call__(self, inputs, generator):
+        out = inputs + self.noise[self.round]
+        self.round += 1
+        return out
+
+
+class QuantusNoise(RoundNoise):
+    """The same draws, in Quantus' perturb_func(arr, indices) form."""
+
+    def __call__(self, arr, indices, **kwargs):
+        out = arr + self.noise[self.round].reshape(arr.shape[0], -1).numpy()
+        self.round += 1
+        return out
+
+
+def saliency_of(model):
+    def saliency(inputs, target):
+        inputs = inputs.detach().requires_grad_(True)
+        out = model(inputs).gather(1, target[:, None]).sum()
+        return torch.autograd.grad(out, inputs)[0]
+
+    return saliency
+
+
+def test_max_sensitivity_equals_captum_sensitivity_max_on_the_same_draws():
+    model = small_model(torch.float64)
+    x = torch.rand(4, 1, 6, 6, dtype=torch.float64)
+    noise = fixed_noise(0.05, dtype=torch.float64)
+
+    def captum_perturb(inputs):
+        # Captum lays copies out sample-major (repeat_interleave).
+        return inputs + noise.transpose(0, 1).reshape(-1, 1, 6, 6)
+
+    reference = sensitivity_max(
+        Saliency(model).attribute, x, captum_perturb, n_perturb_samples=ROUNDS, target=1
+    )
+    ours = max_sensitivity(
+        Saliency(model),
+        x,
+        target=1,
+        n_perturbations=ROUNDS,
+        perturb_func=RoundNoise(noise),
+    )
+    torch.testing.assert_close(ours, reference, rtol=1e-12, atol=1e-14)
+    chunked = max_sensitivity(
+        Saliency(model).attribute,
+        x,
+        target=1,
+        n_perturbations=ROUNDS,
+        perturb_func=RoundNoise(noise),
+        max_examples_per_batch=3,
+    )
+    torch.testing.assert_close(chunked, reference, rtol=1e-12, atol=1e-14)
+
+
+def quantus_scores(metric, model, x, y, explain):
+    def q_explain(model, inputs, targets, **kwargs):
+        inputs = torch.as_tensor(inputs, dtype=torch.float32)
+        return explain(inputs, torch.as_tensor(targets).long()).numpy()
+
+    return np.array(
+        metric(
+            model=model,
+            x_batch=x.numpy(),
+            y_batch=y.numpy(),
+            a_batch=None,
+            explain_func=q_explain,
+            device="cpu",
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    "quantus_name, ours",
+    [
+        ("MaxSensitivity", max_sensitivity),
+        ("AvgSensitivity", avg_sensitivity),
+        ("LocalLipschitzEstimate", local_lipschitz_estimate),
+    ],
+)
+def test_sensitivities_equal_quantus_on_the_same_draws(quantus_name, ours):
+    model = small_model()
+    x = torch.rand(4, 1, 6, 6) + 0.2
+    y = model(x).argmax(1)
+    noise = fixed_noise()
+    metric = getattr(quantus, quantus_name)(
+        nr_samples=ROUNDS,
+        perturb_func=QuantusNoise(noise),
+        abs=False,
+        normalise=False,
+        disable_warnings=True,
+    )
+    reference = quantus_scores(metric, model, x, y, saliency_of(model))
+    scores = ours(
+        saliency_of(model),
+        x,
+        target=y,
+        n_perturbations=ROUNDS,
+        perturb_func=RoundNoise(noise),
+    )
+    np.testing.assert_allclose(scores.numpy(), reference, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "quantus_name, ours, options",
+    [
+        ("RelativeInputStability", relative_input_stability, {}),
+        ("RelativeOutputStability", relative_output_stability, {}),
+        (
+            "RelativeRepresentationStability",
+            relative_representation_stability,
+            {"layer": "1"},
+        ),
+    ],
+)
+def test_relative_stabilities_equal_quantus_on_the_same_draws(
+    quantus_name, ours, options
+):
+    model = small_model()
+    x = torch.rand(4, 1, 6, 6) + 0.2
+    y = model(x).argmax(1)
+    noise = fixed_noise()
+    extra = {"layer_names": [options["layer"]]} if options else {}
+    metric = getattr(quantus, quantus_name)(
+        nr_samples=ROUNDS,
+        perturb_func=QuantusNoise(noise),
+        abs=False,
+        normalise=False,
+        disable_warnings=True,
+        **extra,
+    )
+    reference = quantus_scores(metric, model, x, y, saliency_of(model))
+    scores = ours(
+        saliency_of(model),
+        model,
+        x,
+        target=y,
+        n_perturbations=ROUNDS,
+        perturb_func=RoundNoise(noise),
+        on_prediction_change="nan",
+        **options,
+    )
+    np.testing.assert_allclose(scores.numpy(), reference, rtol=1e-4)
+
+
+def brute_relative_input_stability(explain, model, x, y, copies, eps=1e-6):
+    """One sample and one perturbation at a time, straight from the paper."""
+    out = []
+    for i in range(len(x)):
+        e = explain(x[i : i + 1], y[i : i + 1]).flatten()
+        pred = model(x[i : i + 1]).argmax(1)
+        best = -math.inf
+        for c in copies:
+            xc = c[i : i + 1]
+            if model(xc).argmax(1) != pred:
+                continue
+            ec = explain(xc, y[i : i + 1]).flatten()
+            num = ((e - ec) / torch.where(e == 0, eps, e)).norm()
+            xi = x[i].flatten()
+            den = ((xi - xc.flatten()) / torch.where(xi == 0, eps, xi)).norm()
+            best = max(best, (num / max(den, eps)).item())
+        out.append(best if best > -math.inf else math.nan)
+    return np.array(out)
+
+
+def test_stability_skips_perturbations_that_change_the_prediction():
+    model = small_model()
+    x = torch.rand(6, 1, 6, 6)
+    y = model(x).argmax(1)
+    noise = fixed_noise(3.0, batch=6)  # large: some predictions flip
+    copies = [x + n for n in noise]
+    flipped = torch.stack([model(c).argmax(1) != model(x).argmax(1) for c in copies])
+    assert flipped.any() and not flipped.all(0).all()
+    ours = relative_input_stability(
+        saliency_of(model),
+        model,
+        x,
+        target=y,
+        n_perturbations=ROUNDS,
+        perturb_func=RoundNoise(noise),
+    )
+    reference = brute_relative_input_stability(saliency_of(model), model, x, y, copies)
+    np.testing.assert_allclose(ours.numpy(), reference, rtol=1e-5)
+    as_quantus = relative_input_stability(
+        saliency_of(model),
+        model,
+        x,
+        target=y,
+        n_perturbations=ROUNDS,
+        perturb_func=RoundNoise(noise),
+        on_prediction_change="nan",
+    )
+    assert torch.equal(as_quantus.isnan(), flipped.any(0))
+
+
+def test_draws_are_seeded_in_the_ball_and_chunk_independent():
+    model = small_model()
+    x = torch.rand(5, 1, 6, 6)
+    seen = []
+
+    def recording(inputs, target):
+        seen.append(inputs.detach().clone())
+        return saliency_of(model)(inputs, target)
+
+    first = max_sensitivity(recording, x, target=0, radius=0.1, seed=3)
+    copies = torch.cat(seen[1:])
+    assert copies.shape == (50, 1, 6, 6)
+    delta = copies - x.repeat(10, 1, 1, 1)
+    assert delta.abs().max() <= 0.1 and delta.abs().max() > 0.09
+    seen.clear()
+    chunked = max_sensitivity(
+        recording, x, target=0, radius=0.1, seed=3, max_examples_per_batch=7
+    )
+    torch.testing.assert_close(chunked, first)
+    assert torch.equal(torch.cat(seen[1:]), copies)
+    assert max(len(s) for s in seen[1:]) <= 7
+    other = max_sensitivity(saliency_of(model), x, target=0, radius=0.1, seed=4)
+    assert not torch.equal(other, first)
+
+    seen.clear()
+    max_sensitivity(recording, x, target=0, radius=0.1, norm="l2")
+    l2 = (torch.cat(seen[1:]) - x.repeat(10, 1, 1, 1)).flatten(1).norm(dim=1)
+    assert l2.max() <= 0.1 + 1e-6
+
+
+def test_bounds_clamp_and_rps_matches_a_loop():
+    model = small_model()
+    x = torch.rand(3, 1, 8, 8)
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 8),
+        torch.nn.Softplus(),
+        torch.nn.Linear(8, 2),
+    ).eval()
+    explain = saliency_of(model)
+    y = torch.tensor([0, 1, 0])
+    generator = torch.Generator().manual_seed(5)
+    noise = 0.3 * (2 * torch.rand(ROUNDS, 3, 1, 8, 8, generator=generator) - 1)
+    ours = random_perturbation_similarity(
+        explain, x, target=y, n_perturbations=ROUNDS, perturb_func=RoundNoise(noise)
+    )
+    ssim = random_perturbation_similarity(
+        explain,
+        x,
+        target=y,
+        n_perturbations=ROUNDS,
+        perturb_func=RoundNoise(noise),
+        similarity="ssim",
+    )
+    custom = random_perturbation_similarity(
+        explain,
+        x,
+        target=y,
+        n_perturbations=ROUNDS,
+        perturb_func=RoundNoise(noise),
+        similarity=pearson_correlation,
+    )
+    for i in range(3):
+        e = explain(x[i : i + 1], y[i : i + 1])
+        pcc, ssims = [], []
+        for p in range(ROUNDS):
+            xp = (x[i : i + 1] + noise[p, i : i + 1]).clamp(0, 1)
+            ep = explain(xp, y[i : i + 1])
+            pcc.append(pearson_correlation(e, ep).item())
+            ssims.append(structural_similarity(e, ep).item())
+        assert ours[i].item() == pytest.approx(np.mean(pcc), rel=1e-5)
+        assert custom[i].item() == pytest.approx(np.mean(pcc), rel=1e-5)
+        assert ssim[i].item() == pytest.approx(np.mean(ssims), rel=1e-5)
+
+
+def test_degenerate_explanations_follow_the_nan_rule():
+    x = torch.rand(2, 8)
+
+    def zero(inputs):
+        return torch.zeros_like(inputs)
+
+    # A dead explanation does not move: Captum's convention gives 0.
+    assert torch.equal(max_sensitivity(zero, x), torch.zeros(2))
+    assert random_perturbation_similarity(zero, x).isnan().all()
+    mse = random_perturbation_similarity(zero, x, similarity="mse")
+    assert torch.equal(mse, torch.zeros(2))
+
+
+def test_user_objects_are_left_as_found():
+    model = small_model().train()
+    model[0].eval()
+    x = torch.rand(2, 1, 6, 6)
+    relative_output_stability(saliency_of(model), model, x, target=0)
+    assert model.training and not model[0].training and model[1].training
+    assert not x.requires_grad
+    relative_representation_stability(Saliency(model), model, x, target=0, layer="1")
+    assert not model[1]._forward_hooks
+
+
+def test_bad_arguments_are_named():
+    model = small_model()
+    x = torch.rand(2, 1, 6, 6)
+    sal = Saliency(model)
+    cases = [
+        (TypeError, "explanation_func", lambda: max_sensitivity(3, x)),
+        (TypeError, "inputs", lambda: max_sensitivity(sal, [x])),
+        (ValueError, "inputs", lambda: max_sensitivity(sal, x * math.nan)),
+        (
+            ValueError,
+            "n_perturbations",
+            lambda: max_sensitivity(sal, x, n_perturbations=0),
+        ),
+        (ValueError, "radius", lambda: avg_sensitivity(sal, x, radius=-1.0)),
+        (ValueError, "norm", lambda: max_sensitivity(sal, x, norm="l1")),
+        (ValueError, "distribution", lambda: max_sensitivity(sal, x, distribution="x")),
+        (TypeError, "perturb_func", lambda: max_sensitivity(sal, x, perturb_func=1)),
+        (
+            ValueError,
+            "perturb_func",
+            lambda: max_sensitivity(sal, x, target=0, perturb_func=lambda i, g: i[:1]),
+        ),
+        (
+            ValueError,
+            "upper_bound",
+            lambda: max_sensitivity(sal, x, lower_bound=1.0, upper_bound=0.0),
+        ),
+        (ValueError, "seed", lambda: max_sensitivity(sal, x, seed=-1)),
+        (
+            ValueError,
+            "max_examples_per_batch",
+            lambda: max_sensitivity(sal, x, max_examples_per_batch=0),
+        ),
+        (ValueError, "target", lambda: max_sensitivity(sal, x, target=[0, 1, 2])),
+        (TypeError, "target", lambda: max_sensitivity(sal, x, target=0.5)),
+        (
+            ValueError,
+            "explanation_kwargs",
+            lambda: max_sensitivity(sal, x, explanation_kwargs={"target": 0}),
+        ),
+        (
+            ValueError,
+            "norm_ord",
+            lambda: max_sensitivity(sal, x, target=0, norm_ord=0.5),
+        ),
+        (
+            TypeError,
+            "normalize",
+            lambda: max_sensitivity(sal, x, target=0, normalize=1),
+        ),
+        (TypeError, "abs", lambda: local_lipschitz_estimate(sal, x, abs=None)),
+        (TypeError, "model", lambda: relative_input_stability(sal, "m", x, target=0)),
+        (
+            ValueError,
+            "eps_min",
+            lambda: relative_output_stability(sal, model, x, target=0, eps_min=0.0),
+        ),
+        (
+            ValueError,
+            "on_prediction_change",
+            lambda: relative_input_stability(
+                sal, model, x, target=0, on_prediction_change="drop"
+            ),
+        ),
+        (
+            ValueError,
+            "layer",
+            lambda: relative_representation_stability(
+                sal, model, x, target=0, layer="nope"
+            ),
+        ),
+        (
+            TypeError,
+            "layer",
+            lambda: relative_representation_stability(sal, model, x, target=0, layer=1),
+        ),
+        (
+            ValueError,
+            "similarity",
+            lambda: random_perturbation_similarity(
+                sal, x, target=0, similarity="kendall"
+            ),
+        ),
+        (
+            ValueError,
+            "attributions",
+            lambda: max_sensitivity(sal, x, target=0, attributions=torch.zeros(3, 36)),
+        ),
+    ]
+    for error, name, call in cases:
+        with pytest.raises(error, match=f"`{name}`"):
+            call()
