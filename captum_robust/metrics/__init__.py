@@ -35,6 +35,12 @@ while a NaN sample is left out of the streaming means and counted in their
 
 from captum_robust.metrics._center import center_of_mass, center_of_mass_shift
 from captum_robust.metrics._correlation import kendall_tau, spearman_correlation
+from captum_robust.metrics._faithfulness import (
+    deletion_area,
+    deletion_curve,
+    insertion_area,
+    insertion_curve,
+)
 from captum_robust.metrics._localisation import (
     mask_iou,
     pointing_game,
@@ -75,6 +81,10 @@ from captum_robust.metrics._streaming import (
 from captum_robust.metrics._topk import topk_intersection
 
 __all__ = [
+    "insertion_curve",
+    "insertion_area",
+    "deletion_curve",
+    "deletion_area",
     "relative_representation_stability",
     "relative_output_stability",
     "relative_input_stability",
