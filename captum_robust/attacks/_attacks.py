@@ -99,6 +99,17 @@ attribution, flattened and divided by its sum (so it sums to 1: the losses then
 depend on where the attribution mass is, not on its scale; rank criteria do not
 change).
 
+A sample that never left its input (every update zero, e.g. a ReLU model with
+``surrogate_beta=None``) is marked in ``AttackResult.unmoved`` and counted in a
+``RuntimeWarning``. The direction's second-order pass runs under
+``second_order_safe()`` (hardsigmoid/hardswish rerouted to twice differentiable
+forms, the math attention kernel), so MobileNetV3 and ViT can be attacked.
+
+Half-precision inputs (float16, bfloat16) are iterated, mapped and scored in
+float32 and cast to the input's dtype for the model (returned iterates stay in
+the ball after rounding); float16 backward passes are loss-scaled per sample.
+The criteria are then float32.
+
 The user's model (mode, ``requires_grad``, ``.grad``, buffers), attribution
 object and inputs are left as they were. Every sample is attacked independently
 of the others: a deterministic attack gives the same result for a sample alone
@@ -119,7 +130,9 @@ inputs : Tensor or tuple of Tensor
 target : int, Tensor, list of int or None, default None
     The class whose attribution is attacked and the true label: samples the
     model does not predict as ``target`` are skipped. None uses the predicted
-    class (nothing is skipped).
+    class (nothing is skipped). A negative or out-of-range index (checked
+    against the model's output width), a float, or a wrong length raises a
+    ``ValueError`` or ``TypeError`` naming ``target``.
 additional_forward_args : Any, default None
     Extra model arguments, as in Captum (tensors with the batch size as first
     dimension are per sample).
@@ -336,6 +349,15 @@ class MassCenterAttack(AttributionAttack):
     pixel coordinate, with sign steps inside an L-inf ball; iterates are selected
     on the real model by the center shift in pixels (highest kept). Needs an
     image attribution, (B, C, H, W) or (B, H, W).
+
+    At the input itself the squared shift has zero gradient when the surrogate's
+    center equals the original one (smooth models: SiLU, GELU, or
+    ``surrogate_beta=None``), which left such samples at ``x0``. The attack
+    therefore descends ``-v . d`` with ``d = C(S(x)) - C0`` and ``v = d / ||d||``
+    held fixed: the same sign steps as the squared loss wherever the center has
+    moved (more than 1e-3 pixels), and, where it has not, a push along the fixed
+    direction from the image's middle to ``C0`` (the diagonal if ``C0`` is the
+    middle).
 
     Parameters
     ----------
