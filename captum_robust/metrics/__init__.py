@@ -78,9 +78,37 @@ from captum_robust.metrics._streaming import (
     SpearmanCorrelation,
     TopKIntersection,
 )
+from captum_robust.metrics._streaming_similarity import (
+    AvgSensitivity,
+    CosineSimilarity,
+    DeletionArea,
+    InsertionArea,
+    LocalLipschitzEstimate,
+    MaxSensitivity,
+    MeanSquaredError,
+    PearsonCorrelation,
+    RandomPerturbationSimilarity,
+    RelativeInputStability,
+    RelativeOutputStability,
+    RelativeRepresentationStability,
+    StructuralSimilarity,
+)
 from captum_robust.metrics._topk import topk_intersection
 
 __all__ = [
+    "StructuralSimilarity",
+    "RelativeRepresentationStability",
+    "RelativeOutputStability",
+    "RelativeInputStability",
+    "RandomPerturbationSimilarity",
+    "PearsonCorrelation",
+    "MeanSquaredError",
+    "MaxSensitivity",
+    "LocalLipschitzEstimate",
+    "InsertionArea",
+    "DeletionArea",
+    "CosineSimilarity",
+    "AvgSensitivity",
     "insertion_curve",
     "insertion_area",
     "deletion_curve",

@@ -430,3 +430,34 @@ def test_bad_arguments_are_named():
     for error, name, call in cases:
         with pytest.raises(error, match=f"`{name}`"):
             call()
+
+
+def test_streaming_classes_average_the_functional_scores():
+    from captum_robust.metrics import (
+        DeletionArea,
+        InsertionArea,
+        MaxSensitivity,
+        RelativeRepresentationStability,
+        deletion_area,
+        insertion_area,
+    )
+
+    model = small_model()
+    x = torch.rand(4, 1, 6, 6)
+    explain = saliency_of(model)
+    metric = MaxSensitivity(explain, radius=0.05, n_perturbations=3)
+    metric.update(x, target=1)
+    expected = max_sensitivity(explain, x, target=1, radius=0.05, n_perturbations=3)
+    assert metric.compute()["mean"].item() == pytest.approx(expected.mean().item())
+    rrs = RelativeRepresentationStability(explain, model, layer="1")
+    rrs.update(x, target=1)
+    expected = relative_representation_stability(explain, model, x, target=1, layer="1")
+    assert rrs.compute()["mean"].item() == pytest.approx(expected.nanmean().item())
+    # The model is not a submodule of the metric: no weights in its state.
+    assert not any("weight" in key for key in rrs.state_dict())
+    attr = explain(x, torch.ones(4, dtype=torch.long))
+    for cls, fn in [(InsertionArea, insertion_area), (DeletionArea, deletion_area)]:
+        area = cls(model, n_steps=5)
+        area.update(x, attr, target=1)
+        reference = fn(model, x, attr, target=1, n_steps=5).mean().item()
+        assert area.compute()["mean"].item() == pytest.approx(reference)

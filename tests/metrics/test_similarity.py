@@ -212,3 +212,35 @@ def test_mse_and_ssim_reject_bad_options_by_name():
         structural_similarity(a, a, use_sample_covariance=1)
     with pytest.raises(ValueError, match="attr_a"):
         structural_similarity(torch.rand(2, 64), torch.rand(2, 64))
+
+
+def test_streaming_similarities_average_the_functional_scores():
+    from captum_robust.metrics import (
+        CosineSimilarity,
+        MeanSquaredError,
+        PearsonCorrelation,
+        StructuralSimilarity,
+    )
+
+    a, b = pair((6, 3, 9, 9), seed=8)
+    zero = torch.zeros(1, 3, 9, 9, dtype=torch.float64)
+    for cls, fn, options in [
+        (PearsonCorrelation, pearson_correlation, {}),
+        (CosineSimilarity, cosine_similarity, {"abs": False}),
+        (MeanSquaredError, mean_squared_error, {"normalize": "max"}),
+        (StructuralSimilarity, structural_similarity, {"sigma": 1.0}),
+    ]:
+        metric = cls(**options)
+        metric.update(a[:4], b[:4])
+        metric.update(a[4:], b[4:])
+        metric.update(zero, zero)
+        result = metric.compute()
+        expected = fn(a, b, **options)
+        assert result["mean"].item() == pytest.approx(expected.mean().item())
+        assert result["count"].item() == 6
+        # The all-zero pair is undefined for each of them (see the NaN rule).
+        assert result["nan_count"].item() == 1
+    with pytest.raises(ValueError, match="normalize"):
+        MeanSquaredError(normalize="l2")
+    with pytest.raises(TypeError, match="abs"):
+        PearsonCorrelation(abs=1)
