@@ -26,6 +26,7 @@ ATTRIBUTIONS = (
 ATTACKS = ("topk", "mass-center", "random")
 DATASETS = ("silhouette-digits", "oxford-pets", "voc", "image-folder")
 METRIC_NAMES = ("topk", "kendall", "spearman", "center_shift", "silhouette")
+SIMILARITY_METRIC_NAMES = ("pearson", "cosine", "mse", "ssim")
 # torchvision's ImageNet weights expect inputs normalised with these statistics.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -976,8 +977,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics",
         nargs="+",
         default=list(METRIC_NAMES),
-        choices=METRIC_NAMES,
-        help="metrics recorded per sample",
+        choices=METRIC_NAMES + SIMILARITY_METRIC_NAMES,
+        help="metrics recorded per sample (map similarities pearson, cosine, mse "
+        "and ssim on request)",
         metavar="METRIC",
     )
     run.add_argument(

@@ -45,16 +45,24 @@ from captum_robust.evaluation._records import (
     read_settings,
     write_settings,
 )
-from captum_robust.evaluation._summary import METRIC_NAMES, summarize
+from captum_robust.evaluation._summary import (
+    METRIC_NAMES,
+    SIMILARITY_METRIC_NAMES,
+    summarize,
+)
 from captum_robust.metrics import (
     center_of_mass_shift,
+    cosine_similarity,
     kendall_tau,
+    mean_squared_error,
+    pearson_correlation,
     silhouette_overlap,
     spearman_correlation,
+    structural_similarity,
     topk_intersection,
 )
 
-METRICS = METRIC_NAMES
+METRICS = METRIC_NAMES + SIMILARITY_METRIC_NAMES
 TARGETS = ("label", "predicted")
 
 
@@ -189,6 +197,14 @@ def _batch_scores(
         scores["spearman"] = spearman_correlation(before, after)
     if "center_shift" in metrics:
         scores["center_shift"] = center_of_mass_shift(before, after)
+    if "pearson" in metrics:
+        scores["pearson"] = pearson_correlation(before, after)
+    if "cosine" in metrics:
+        scores["cosine"] = cosine_similarity(before, after)
+    if "mse" in metrics:
+        scores["mse"] = mean_squared_error(before, after)
+    if "ssim" in metrics:
+        scores["ssim"] = structural_similarity(before, after)
     if "silhouette" in metrics and masks is not None:
         scores["silhouette_before"] = silhouette_overlap(before, masks)
         scores["silhouette_after"] = silhouette_overlap(after, masks)
@@ -200,7 +216,7 @@ def evaluate_robustness(
     loader: Iterable[Any],
     attribution: Any,
     attack: Any,
-    metrics: Sequence[str] = METRICS,
+    metrics: Sequence[str] = METRIC_NAMES,
     *,
     k: int = 100,
     attribution_kwargs: dict[str, Any] | None = None,
@@ -242,7 +258,9 @@ def evaluate_robustness(
         ``attack(inputs, target=classes)``), e.g. a
         :class:`captum_robust.attacks.TopKAttack`.
     metrics : sequence of str
-        Any of "topk", "kendall", "spearman", "center_shift", "silhouette".
+        Any of "topk", "kendall", "spearman", "center_shift", "silhouette"
+        (the default) and the map similarities "pearson", "cosine", "mse" and
+        "ssim" (see :mod:`captum_robust.metrics`).
     k : int, default 100
         k of the top-k intersection.
     attribution_kwargs : dict, optional

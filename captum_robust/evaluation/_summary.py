@@ -16,6 +16,8 @@ from captum_robust.metrics import PerSampleMean
 # The metric names of evaluate_robustness (kept here so that the summary does
 # not import the evaluation loop).
 METRIC_NAMES = ("topk", "kendall", "spearman", "center_shift", "silhouette")
+# Map similarities between the two attributions, chosen by name (not default).
+SIMILARITY_METRIC_NAMES = ("pearson", "cosine", "mse", "ssim")
 
 
 class _ValueMean(PerSampleMean):
@@ -42,7 +44,7 @@ def check_metric_names(metrics: object) -> list[str]:
             f"{type(metrics).__name__}."
         )
     for name in metrics:
-        check_choice(name, METRIC_NAMES, "metrics")
+        check_choice(name, METRIC_NAMES + SIMILARITY_METRIC_NAMES, "metrics")
     return list(metrics)
 
 

@@ -244,3 +244,45 @@ def test_streaming_similarities_average_the_functional_scores():
         MeanSquaredError(normalize="l2")
     with pytest.raises(TypeError, match="abs"):
         PearsonCorrelation(abs=1)
+
+
+def test_similarities_by_name_in_evaluate_robustness():
+    from captum.attr import Saliency
+
+    from captum_robust.evaluation import METRICS, evaluate_robustness
+
+    assert {"pearson", "cosine", "mse", "ssim"} <= set(METRICS)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 2, 3, padding=1),
+        torch.nn.Softplus(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(2 * 64, 2),
+    )
+    x = torch.rand(3, 1, 8, 8)
+    y = model(x).argmax(1)
+    shift = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+
+    def attack(inputs, target=None):
+        return (inputs + 0.1 * shift).clamp(0, 1)
+
+    names = ["pearson", "cosine", "mse", "ssim"]
+    result = evaluate_robustness(
+        model, [(x, y)], Saliency(model), attack, metrics=names, progress=False
+    )
+    sal = Saliency(model)
+    before = sal.attribute(x, target=y)
+    after = sal.attribute(attack(x), target=y)
+    for name, fn in zip(
+        names,
+        [
+            pearson_correlation,
+            cosine_similarity,
+            mean_squared_error,
+            structural_similarity,
+        ],
+    ):
+        expected = fn(before, after)
+        got = [record[name] for record in result.records]
+        np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-9)
+        assert result.summary[name]["mean"] == pytest.approx(expected.mean().item())
