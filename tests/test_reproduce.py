@@ -5,8 +5,8 @@ import torch
 
 pytest.importorskip("mlxtend", reason="mlxtend (the reproduce extra) is not installed")
 
-from captum_robust.cli import main  # noqa: E402
-from captum_robust.evaluation._reproduce import (  # noqa: E402
+from captum_robust.cli import main
+from captum_robust.evaluation._reproduce import (
     ReproduceSettings,
     load_mnist_subset,
     run_reproduction,
