@@ -10,8 +10,10 @@ import torch
 from captum.attr import (
     LRP,
     Attribution,
+    Deconvolution,
     DeepLift,
     GradientShap,
+    GuidedBackprop,
     GuidedGradCam,
     InputXGradient,
     IntegratedGradients,
@@ -37,14 +39,18 @@ from captum_robust.attr._base import (
 from captum_robust.attr._grad_cam import LayerGradCamAttribution
 from captum_robust.attr._gradient import CaptumGradientAttribution
 from captum_robust.attr._gradient_shap import GradientShapAttribution
+from captum_robust.attr._propagation import from_captum as _modified_relu
 from captum_robust.attr._smoothgrad import NoiseTunnelAttribution
 
 __all__ = ["differentiable", "is_differentiable"]
 
 _GRADIENT_FUNC_METHODS = (Saliency, InputXGradient, IntegratedGradients)
 _NOISE_TUNNEL_INNER = _GRADIENT_FUNC_METHODS
+# Exact classes: a subclass may change the rule Captum's hooks apply.
+_MODIFIED_RELU = (GuidedBackprop, Deconvolution)
 _SUPPORTED = (
     "Saliency, InputXGradient, IntegratedGradients, GradientShap, LayerGradCam, "
+    "GuidedBackprop, Deconvolution, "
     "NoiseTunnel over Saliency / InputXGradient / IntegratedGradients, "
     "captum_robust.attr.SmoothGrad, or a plain callable "
     "fn(inputs, target=None, additional_forward_args=None) that is differentiable"
@@ -102,6 +108,8 @@ def _refusal(attribution: object) -> str | None:
             f"InputXGradient and IntegratedGradients; Captum's NoiseTunnel itself runs "
             f"under torch.no_grad and is reimplemented here){detail}"
         )
+    if type(attribution) in _MODIFIED_RELU:
+        return None
     if isinstance(attribution, (*_GRADIENT_FUNC_METHODS, GradientShap, LayerGradCam)):
         return None
     for classes, reason in _REFUSALS:
@@ -257,8 +265,13 @@ def differentiable(
       callables ``fn(inputs, target=None, additional_forward_args=None)``, trusted
       to be differentiable.
 
+    * ``GuidedBackprop``, ``Deconvolution``: the rule of Captum's ReLU hooks as
+      an autograd function with a double backward (see
+      ``ModifiedReluAttribution``); on a :func:`softplus_surrogate` the rule is
+      applied to the smooth activations, as Dombrowski et al. (2019) do.
+
     Refused with a ``TypeError`` that says why: DeepLift, DeepLiftShap,
-    GuidedBackprop, Deconvolution, GuidedGradCam, LRP (backward hooks that are not
+    GuidedGradCam, LRP (backward hooks that are not
     gradients), every perturbation method (Occlusion, FeatureAblation, Lime,
     KernelShap, ShapleyValueSampling, ...: no autograd graph), and any other Captum
     class (layer and neuron methods other than LayerGradCam).
@@ -360,6 +373,8 @@ def differentiable(
         return NoiseTunnelAttribution(inner, seed=seed)
     if isinstance(attribution, _GRADIENT_FUNC_METHODS):
         return CaptumGradientAttribution(attribution)
+    if type(attribution) in _MODIFIED_RELU:
+        return _modified_relu(attribution)
     if isinstance(attribution, GradientShap):
         return GradientShapAttribution(
             attribution.forward_func,

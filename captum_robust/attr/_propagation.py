@@ -1,0 +1,230 @@
+"""Differentiable Guided Backprop and Deconvolution.
+
+Captum computes these methods with backward hooks on every ``nn.ReLU``; a hook's
+result is not recorded by autograd, so the map cannot be differentiated. Here the
+same rules are autograd functions whose backward pass is made of differentiable
+operations, so the map carries a graph to the input and the parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from captum._utils.common import (
+    _format_output,
+    _format_tensor_into_tuples,
+    _run_forward,
+)
+from captum.attr import Deconvolution, GuidedBackprop
+from torch import Tensor, nn
+
+from captum_robust.attr._base import (
+    DifferentiableAttribution,
+    TensorOrTuple,
+    check_forward_func,
+    check_inputs,
+    check_target,
+    create_graph_gradients,
+    second_order,
+    tracked_inputs,
+)
+
+__all__ = ["ModifiedReluAttribution"]
+
+
+def _activation_derivative(module: nn.Module, x: Tensor) -> Tensor:
+    """d act / dx at ``x`` for an nn.ReLU or the surrogate's nn.Softplus."""
+    if isinstance(module, nn.Softplus):
+        bx = module.beta * x
+        # nn.Softplus is the identity above the threshold, so its slope is 1 there.
+        return torch.where(bx > module.threshold, torch.ones_like(x), torch.sigmoid(bx))
+    return (x > 0).to(x.dtype)
+
+
+class _ModifiedRelu(torch.autograd.Function):
+    """Value ``y`` of the first (plain) pass; backward to the second pass's input
+    ``x2``: the guided or deconvolution rule at the first pass's input ``x``.
+
+    The rule reads ``x`` from the plain pass, so differentiating the map again goes
+    through the true activations, not through the rule."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x2: Tensor, x: Tensor, y: Tensor, module: nn.Module, guided: bool
+    ):  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.module = module
+        ctx.guided = guided
+        return y.detach().clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
+        if not ctx.guided:
+            # Deconvolution: the ReLU's backward is a ReLU of the incoming signal.
+            return torch.relu(grad), None, None, None, None
+        (x,) = ctx.saved_tensors
+        rule = torch.relu(grad * _activation_derivative(ctx.module, x))
+        return rule, None, None, None, None
+
+
+@contextlib.contextmanager
+def replaced_activations(
+    model: nn.Module,
+    kinds: tuple[type[nn.Module], ...],
+    replace: Callable[[nn.Module, Tensor, Tensor], Tensor],
+) -> Iterator[None]:
+    """Inside the context, the output ``y`` of every module of a type in ``kinds``
+    is replaced by ``replace(module, x, y)``, ``x`` being its input.
+
+    An in-place activation gets a copy of its input, so ``x`` is still the input
+    when the output hook runs. Hooks are removed on exit, on success and failure.
+    """
+    stash: dict[int, list[Tensor]] = {}
+
+    def pre_hook(module: nn.Module, args: tuple[Any, ...]) -> Any:
+        x = args[0]
+        stash.setdefault(id(module), []).append(x)
+        if getattr(module, "inplace", False):
+            return (x.clone(), *args[1:])
+        return None
+
+    def hook(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> Tensor:
+        x = stash[id(module)].pop()
+        return replace(module, x, output)
+
+    handles = []
+    try:
+        for m in model.modules():
+            if isinstance(m, kinds):
+                handles.append(m.register_forward_pre_hook(pre_hook))
+                handles.append(m.register_forward_hook(hook))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+class ModifiedReluAttribution(DifferentiableAttribution):
+    """Guided Backprop or Deconvolution, differentiable.
+
+    Same values as Captum's ``GuidedBackprop`` / ``Deconvolution`` on a ReLU model:
+    the gradient of the target output in which every ``nn.ReLU`` module passes back
+    ``relu(g * 1[x > 0])`` (guided) or ``relu(g)`` (deconvolution) instead of
+    ``g * 1[x > 0]``; functional ReLUs keep their gradient, as in Captum.
+
+    On a :func:`~captum_robust.attr.softplus_surrogate` the rule is applied to the
+    smooth activation, as Dombrowski et al. (2019) do: each ``nn.Softplus(beta)``
+    passes back ``relu(g * sigmoid(beta x))`` (guided). The map is then twice
+    differentiable in the input. Deconvolution's rule does not depend on the
+    activations at all, so its map depends on the input only through max-pooling
+    switches and functional nonlinearities: its input gradient is genuinely zero
+    on most networks (its parameter gradient is not). The model runs forward twice
+    (a plain pass, then the rule pass), so use it in eval mode.
+
+    Parameters
+    ----------
+    forward_func : nn.Module
+        The model; its ``nn.ReLU`` (and ``nn.Softplus``) modules get the rule.
+    guided : bool
+        True for Guided Backprop, False for Deconvolution.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from captum.attr import GuidedBackprop
+    >>> from captum_robust.attr import differentiable, softplus_surrogate
+    >>> model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> gb = differentiable(GuidedBackprop(model))
+    >>> x = torch.randn(2, 3)
+    >>> ref = GuidedBackprop(model).attribute(x, target=0)
+    >>> torch.allclose(gb.attribute(x, target=0), ref)
+    True
+    >>> smooth = gb.with_forward_func(softplus_surrogate(model, beta=5.0))
+    >>> x = x.requires_grad_()
+    >>> (g,) = torch.autograd.grad(smooth.attribute(x, target=0).pow(2).sum(), x)
+    >>> bool(g.abs().sum() > 0)
+    True
+    """
+
+    def __init__(self, forward_func: nn.Module, guided: bool) -> None:
+        if not isinstance(forward_func, nn.Module):
+            raise TypeError(
+                "`forward_func` must be an nn.Module: the rule is attached to its "
+                f"ReLU modules, got {type(forward_func).__name__}."
+            )
+        super().__init__(forward_func)
+        self.guided = guided
+        self.method = "GuidedBackprop" if guided else "Deconvolution"
+
+    @second_order
+    def attribute(
+        self,
+        inputs: TensorOrTuple,
+        target: Any = None,
+        additional_forward_args: Any = None,
+    ) -> TensorOrTuple:
+        """Captum's ``attribute`` with the same arguments, differentiable.
+
+        Parameters
+        ----------
+        inputs : Tensor or tuple of Tensor
+            Batch(es) to explain; the graph reaches those that require gradients.
+        target : int, tuple, Tensor or list, optional
+            Captum's target (class index per sample).
+        additional_forward_args : Any, optional
+            Extra arguments of the model, as in Captum.
+
+        Returns
+        -------
+        Tensor or tuple of Tensor
+            The map, shaped like ``inputs``, with an autograd graph.
+        """
+        xs = check_inputs(inputs)
+        check_target(target, xs)
+        model = self.forward_func
+        assert isinstance(model, nn.Module)
+        guided = self.guided
+
+        kinds = (nn.ReLU, nn.Softplus)
+        seen: dict[int, list[tuple[Tensor, Tensor]]] = {}
+
+        def record(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+            seen.setdefault(id(module), []).append((x, y))
+            return y
+
+        def rule(module: nn.Module, x2: Tensor, y2: Tensor) -> Tensor:
+            x, y = seen[id(module)].pop(0)
+            return _ModifiedRelu.apply(x2, x, y, module, guided)
+
+        tracked = _format_tensor_into_tuples(tracked_inputs(inputs))
+        with torch.enable_grad():
+            # A plain pass gives the activations' inputs with their true graph.
+            with replaced_activations(model, kinds, record):
+                _run_forward(model, tracked, None, additional_forward_args)
+        with torch.enable_grad(), replaced_activations(model, kinds, rule):
+            grads = create_graph_gradients(
+                model, tracked, target, additional_forward_args
+            )
+        return _format_output(isinstance(inputs, tuple), grads)
+
+    def with_forward_func(
+        self, forward_func: Callable[..., Any], **kwargs: Any
+    ) -> ModifiedReluAttribution:
+        """The same rule, bound to ``forward_func`` (an nn.Module)."""
+        if kwargs:
+            raise TypeError(
+                f"with_forward_func() of {self.method} takes no keyword arguments, "
+                f"got {sorted(kwargs)}."
+            )
+        check_forward_func(forward_func)
+        return ModifiedReluAttribution(forward_func, self.guided)  # type: ignore[arg-type]
+
+
+def from_captum(attribution: GuidedBackprop | Deconvolution) -> ModifiedReluAttribution:
+    return ModifiedReluAttribution(
+        attribution.model, guided=not attribution.use_relu_grad_output
+    )
