@@ -1,0 +1,141 @@
+"""Speed of the similarity and sensitivity metrics against Quantus, Captum and skimage.
+
+Prints ratios measured in this run; run with `make bench` (or
+`python benchmarks/bench_metric_families.py --quick` for smaller sizes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+import numpy as np
+import torch
+from _timing import best_time, report
+from captum.attr import Saliency
+from captum.metrics import sensitivity_max
+from skimage.metrics import structural_similarity as skimage_ssim
+
+from captum_robust.metrics import max_sensitivity, structural_similarity
+
+
+def small_cnn() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(16, 32, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(4),
+        torch.nn.Flatten(),
+        torch.nn.Linear(32 * 16, 10),
+    ).eval()
+
+
+def bench_max_sensitivity(images: int, perturbations: int, repeats: int) -> None:
+    import quantus
+
+    model = small_cnn()
+    inputs = torch.rand(images, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    target = model(inputs).argmax(1)
+    saliency = Saliency(model)
+
+    def ours() -> torch.Tensor:
+        return max_sensitivity(
+            saliency, inputs, target=target, n_perturbations=perturbations
+        )
+
+    def captum() -> torch.Tensor:
+        return sensitivity_max(
+            saliency.attribute, inputs, n_perturb_samples=perturbations, target=target
+        )
+
+    def explain(model, inputs, targets, **kwargs):
+        x = torch.as_tensor(inputs, dtype=torch.float32)
+        y = torch.as_tensor(targets).long()
+        return saliency.attribute(x, target=y).detach().numpy()
+
+    # Same settings: radius 0.02 uniform, raw saliency, no normalisation.
+    metric = quantus.MaxSensitivity(
+        nr_samples=perturbations,
+        lower_bound=0.02,
+        abs=False,
+        normalise=False,
+        disable_warnings=True,
+    )
+    x_np, y_np = inputs.numpy(), target.numpy()
+
+    def with_quantus() -> object:
+        return metric(
+            model=model,
+            x_batch=x_np,
+            y_batch=y_np,
+            a_batch=None,
+            explain_func=explain,
+            device="cpu",
+            batch_size=images,
+        )
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t_ours = best_time(ours, repeats=repeats)
+        t_captum = best_time(captum, repeats=repeats)
+        t_quantus = best_time(with_quantus, repeats=max(1, repeats // 2))
+    label = f"max_sensitivity, Saliency, {images} images, {perturbations} draws"
+    report(label + " vs Quantus", t_ours, t_quantus, ">= 10x")
+    report(label + " vs Captum", t_ours, t_captum, ">= 1x")
+
+
+def bench_ssim(maps: int, size: int, repeats: int) -> None:
+    generator = torch.Generator().manual_seed(0)
+    a = torch.rand(maps, size, size, generator=generator)
+    b = (a + 0.2 * torch.rand(maps, size, size, generator=generator)).clamp(0, 1)
+    a_np, b_np = a.double().numpy(), b.double().numpy()
+
+    def ours() -> torch.Tensor:
+        return structural_similarity(a, b)
+
+    def loop() -> np.ndarray:
+        out = []
+        for x, y in zip(a_np, b_np):
+            data_range = max(x.max(), y.max()) - min(x.min(), y.min())
+            out.append(
+                skimage_ssim(
+                    x,
+                    y,
+                    gaussian_weights=True,
+                    sigma=1.5,
+                    win_size=7,
+                    use_sample_covariance=False,
+                    data_range=data_range,
+                )
+            )
+        return np.array(out)
+
+    np.testing.assert_allclose(ours().numpy(), loop(), rtol=1e-4, atol=1e-5)
+    t_ours = best_time(ours, repeats=repeats)
+    t_loop = best_time(loop, repeats=max(1, repeats // 2))
+    report(
+        f"structural_similarity, {maps} maps {size}x{size} vs skimage loop",
+        t_ours,
+        t_loop,
+        ">= 10x",
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    if args.quick:
+        bench_max_sensitivity(16, 4, repeats=1)
+        bench_ssim(32, 64, repeats=1)
+    else:
+        bench_max_sensitivity(64, 10, repeats=3)
+        bench_ssim(256, 224, repeats=3)
+
+
+if __name__ == "__main__":
+    main()
