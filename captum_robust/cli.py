@@ -830,7 +830,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument(
         "--quick",
         action="store_true",
-        help="reduced settings (about 15 minutes on 2 CPU cores), each one stated",
+        help="reduced settings, each one stated (run time not yet measured)",
     )
     reproduce.add_argument(
         "--output", default="captum_robust_reproduce", help="output folder"

@@ -102,7 +102,7 @@ class ReproduceSettings:
 
     @classmethod
     def quick(cls, seed: int = 0) -> ReproduceSettings:
-        """A run of about 15 minutes on 2 CPU cores (see :meth:`reductions`)."""
+        """Reduced settings, each stated by :meth:`reductions` (run time unmeasured)."""
         return cls(
             seed=seed,
             natural_epochs=3,
