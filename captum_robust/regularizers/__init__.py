@@ -9,6 +9,10 @@ task loss by the loss at an adversarial input, so use their ``loss`` in place of
 the task loss. :class:`ExplanationConsistencyWeights` returns per-sample weights
 instead of a term, and :class:`TopGAP` is a pooling layer, not a loss.
 
+Every pass that differentiates an input gradient runs with double-differentiable
+hardsigmoid / hardswish and the math attention kernel, so MobileNetV3 and vision
+transformers train as other models do.
+
 Example: a training step with local gradient alignment::
 
     reg = LocalGradientAlignment(eps=4 / 255, seed=0)
