@@ -60,10 +60,10 @@ def loss_and_grads(reg, model, x, y, seed=0):
 
 
 @pytest.mark.parametrize("name", sorted(PATH))
-@pytest.mark.parametrize("rows", [None, 2, 7])
+@pytest.mark.parametrize("rows", [None, 1, 7])
 def test_passes_give_the_single_pass_loss_and_gradients(name, rows):
-    # None: half the batch (2 of 3 samples) per pass; 2: blocks of samples of one
-    # point (2 does not divide the batch); 7: two whole points per pass.
+    # None: half the batch (2 of 3 samples: blocks that do not divide the batch)
+    # at one point per pass; 1: one sample per pass; 7: two whole points.
     model, (x, y) = drop_net(), data()
     single = PATH[name](attack_steps=2, internal_batch_size=12)  # 4 points x 3
     chunked = PATH[name](attack_steps=2, internal_batch_size=rows)
