@@ -127,7 +127,7 @@ def test_regularizer_training_step(family, name):
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     assert all(g is None or torch.isfinite(g).all() for g in grads)
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
-    zoo.assert_untouched(model, before)
+    zoo.assert_untouched(model, before, training_step=True)
 
 
 def test_replace_global_pool_converts_the_classifier_pool(family):
