@@ -20,8 +20,10 @@ PGD steps). The path-integral regularizers also run in a single pass
 (``internal_batch_size = n_steps * batch``, the computation before they processed
 the path in passes) at the time-column setting, for the time ratio of the two.
 
-Run with ``make bench`` or ``python benchmarks/bench_regularizers.py``
-(about 10 minutes on 2 cores; ``--skip-memory-claim`` halves it).
+Run with ``make bench`` or ``python benchmarks/bench_regularizers.py``. On 2
+shared CPU cores one 50-point step took about 10 minutes (IGNorm) to 30
+(Enhanced); ``--skip-memory-claim`` leaves those out, ``--memory-steps`` lowers
+the number of path points (pass memory does not depend on it).
 """
 
 from __future__ import annotations
