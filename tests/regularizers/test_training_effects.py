@@ -256,4 +256,6 @@ def test_top_gap_moves_saliency_onto_the_object(clean_data):
         (ours, accuracy(model, x, y)),
     )
     assert ours > theirs + 0.08
-    assert accuracy(model, x, y) >= accuracy(base, x, y) - 0.05
+    # 100 test images: the standard error of an accuracy difference is about
+    # 0.05, so "unchanged accuracy" is checked at two standard errors.
+    assert accuracy(model, x, y) >= accuracy(base, x, y) - 0.1
