@@ -157,6 +157,19 @@ def _fixed_size_message(name: str, module: nn.Module) -> str:
     )
 
 
+_HINTS = {
+    "VisionTransformer": " ViT classifies its class token; it has no pool.",
+    "DenseNet": " DenseNet pools with F.adaptive_avg_pool2d in forward().",
+    "MobileNetV2": " MobileNetV2 pools with F.adaptive_avg_pool2d in "
+    "forward(): use nn.Sequential(model.features, TopGAP(k), "
+    "nn.Flatten(1), model.classifier).",
+    "ShuffleNetV2": " ShuffleNetV2 pools with x.mean([2, 3]) in forward().",
+    "MNASNet": " MNASNet pools with x.mean([2, 3]) in forward(): use "
+    "nn.Sequential(model.layers, TopGAP(k), nn.Flatten(1), "
+    "model.classifier).",
+}
+
+
 def global_pool_names(model: nn.Module) -> list[str]:
     """Names of the modules :func:`replace_global_pool` replaces by default.
 
@@ -197,6 +210,7 @@ def global_pool_names(model: nn.Module) -> list[str]:
             raise ValueError(_fixed_size_message("avgpool", pool))
         return ["avgpool"]
     candidates = []
+    fixed: list[tuple[str, nn.Module]] = []
     excluded: list[str] = []
     # remove_duplicate=False: a pool instance registered twice is reported twice.
     for name, module in model.named_modules(remove_duplicate=False):
@@ -206,21 +220,20 @@ def global_pool_names(model: nn.Module) -> list[str]:
             excluded.append(name)
         elif _is_global_avg_pool(module):
             candidates.append(name)
+        elif isinstance(module, nn.AdaptiveAvgPool2d):
+            fixed.append((name, module))
     if len(candidates) == 1:
         return candidates
-    family = type(model).__name__
+    # A wrapper (a normalising module around a torchvision network) names the
+    # family of the network inside it.
+    family = next(
+        (type(m).__name__ for m in model.modules() if type(m).__name__ in _HINTS),
+        type(model).__name__,
+    )
+    if not candidates and len(fixed) == 1:
+        raise ValueError(_fixed_size_message(*fixed[0]))
     if not candidates:
-        hint = {
-            "VisionTransformer": " ViT classifies its class token; it has no pool.",
-            "DenseNet": " DenseNet pools with F.adaptive_avg_pool2d in forward().",
-            "MobileNetV2": " MobileNetV2 pools with F.adaptive_avg_pool2d in "
-            "forward(): use nn.Sequential(model.features, TopGAP(k), "
-            "nn.Flatten(1), model.classifier).",
-            "ShuffleNetV2": " ShuffleNetV2 pools with x.mean([2, 3]) in forward().",
-            "MNASNet": " MNASNet pools with x.mean([2, 3]) in forward(): use "
-            "nn.Sequential(model.layers, TopGAP(k), nn.Flatten(1), "
-            "model.classifier).",
-        }.get(family, "")
+        hint = _HINTS.get(family, "")
         raise ValueError(
             f"`model` ({family}) has no nn.AdaptiveAvgPool2d module with output "
             "size 1 outside squeeze-excitation blocks; a pool written in forward() "

@@ -73,7 +73,8 @@ FAMILIES = (
         lambda: tvm.vgg11_bn(num_classes=NUM_CLASSES),
         32,
         "features.27",
-        "avgpool",
+        # A fixed 7x7 grid that the classifier reads cell by cell: refused.
+        None,
     ),
     Family(
         "squeezenet",
@@ -149,7 +150,9 @@ FAMILIES = (
         "features.5",
         "avgpool",
     ),
-    Family("vit", _vit, 32, "encoder.layers.encoder_layer_1", None),
+    # The last block's patch outputs never reach the class token; its attention input
+    # does (as pytorch-grad-cam explains ViTs through the last block's first norm).
+    Family("vit", _vit, 32, "encoder.layers.encoder_layer_1.ln_1", None),
     Family(
         "swin", lambda: tvm.swin_t(num_classes=NUM_CLASSES), 32, "features.5", "avgpool"
     ),
