@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import textwrap
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -13,7 +15,13 @@ from captum_robust._utils.validation import check_number, check_positive_int
 from captum_robust.attacks._base import BASE_CRITERIA, AttributionAttack, Batch
 from captum_robust.attacks._result import AttackResult
 from captum_robust.attacks._utils import TensorOrTuple, prepare_map_like
+from captum_robust.attr import softplus_surrogate
 from captum_robust.metrics._center import center_of_mass_map
+from captum_robust.metrics._similarity import (
+    mean_squared_error,
+    pearson_correlation,
+    structural_similarity,
+)
 from captum_robust.metrics._topk import topk_mask
 
 __all__ = [
@@ -651,11 +659,11 @@ default "target_mass"
 
 
 @_document(
-    epsilon="8/255",
+    epsilon="8/255 (None: no ball, only the bounds; see Notes)",
     step_size="None",
     step_doc=(
-        "Adam learning rate; None uses ``4 * epsilon / n_steps`` (Joo et al.).\n"
-        "    Dombrowski et al. use 2e-4 for 1500 steps without a ball."
+        "Adam learning rate; None uses ``4 * epsilon / n_steps`` (Joo et al.),\n"
+        "    or 2e-4 (Dombrowski et al.) when ``epsilon`` is None."
     ),
     n_steps="100",
     criterion_k="100",
@@ -673,8 +681,10 @@ class ManipulationAttack(AttributionAttack):
     Minimises ``map_weight * MSE(S(x), S_T) + output_weight *
     MSE(softmax(f(x)), softmax(f(x0)))`` (both terms on the softplus surrogate
     ``f``, maps normalised to sum 1) with Adam steps on the input, projected onto
-    the L-inf ball and the bounds. Iterates are selected on the real model by the
-    MSE between the map and the target (lowest kept), or by another criterion.
+    the L-inf ball (or, with ``epsilon=None``, only onto the bounds). Iterates are
+    selected on the real model by the MSE between the map and the target (lowest
+    kept), or by another criterion. :meth:`dombrowski` builds the attack with the
+    paper's settings.
 
     Parameters
     ----------
@@ -689,17 +699,59 @@ class ManipulationAttack(AttributionAttack):
 default "target_mse"
         How iterates are compared on the real model. ``target_mse`` is the mean
         squared difference between ``S`` and the normalised target map.
-    <surrogate_args>
+    surrogate_beta : float, (float, float) or None, default 10.0
+        The attack direction is computed on
+        :func:`~captum_robust.attr.softplus_surrogate` ``(forward_func, beta)``
+        (ReLU -> Softplus(beta)), since second derivatives of a ReLU network
+        vanish; the papers use 1 to 100. A pair ``(beta0, beta1)`` is Dombrowski
+        et al.'s beta growth: at step ``t = 0, ..., T - 1`` of each restart
+        (``T = n_steps``) the surrogate has ``beta_t = beta0 * (beta1 /
+        beta0) ** (t / T)`` (paper: 10 -> 100), rebuilt from ``forward_func``
+        for every step (the user's model is never touched; parameters and
+        buffers are shared, so this costs a module-tree copy per step), and the
+        output term compares with that same surrogate's output at ``x0``. None
+        computes the direction on ``forward_func`` itself (for smooth models
+        and for plain-callable attributions, which cannot be rebound).
+    surrogate : callable or None, default None
+        A smooth model to use instead of building one (not with a beta pair).
     <common_args>
 
     Notes
     -----
     <notes>
 
+    ``epsilon=None`` is the box-only constraint of Dombrowski et al.: no ball,
+    iterates are only clamped to ``[lower_bound, upper_bound]`` (stored as
+    ``epsilon = inf``; ``perturb(epsilon=math.inf)`` does the same for one
+    call). Random starts need a ball, so ``random_start`` and ``restarts > 1``
+    are refused with it.
+
     Dombrowski et al. run 1500 Adam steps of 2e-4 clamped to the image range
-    only, annealing the softplus beta from 10 to 100; Joo et al. run 100 steps
-    of ``4 * eps / 100`` in an eps-ball. The defaults follow Joo et al. for the
-    budget and Dombrowski et al. for the weights; the beta is fixed.
+    only, growing the softplus beta from 10 to 100 (:meth:`dombrowski`); Joo et
+    al. run 100 steps of ``4 * eps / 100`` in an eps-ball. The defaults follow
+    Joo et al. for the budget and Dombrowski et al. for the weights, with a
+    fixed beta.
+
+    With ``return_results=True`` the :class:`AttackResult` also holds
+    ``similarity_before`` and ``similarity_after``: the MSE, PCC and SSIM
+    (:func:`~captum_robust.metrics.mean_squared_error`,
+    :func:`~captum_robust.metrics.pearson_correlation`,
+    :func:`~captum_robust.metrics.structural_similarity`, Joo et al.'s SSIM
+    settings) between the target map and the real model's map of the original
+    and of the returned input. Both maps are ``S`` (channel-summed absolute
+    attribution) normalised to sum 1, so the MSE is the ``target_mse``
+    criterion; PCC and SSIM do not depend on that scale. SSIM is NaN when the
+    attribution is not an image map of at least 7x7.
+
+    Beta-smoothing, the defence of Dombrowski et al.: the manipulation exploits
+    the large curvature of a ReLU network's explanation. Explaining the model
+    through ``softplus_surrogate(model, beta)`` with a small ``beta`` (the
+    paper: beta well below the growth's end) gives a smoother map, on which the
+    same attack achieves much less. To measure it, attack the explanation of
+    the smoothed model: ``ManipulationAttack(smooth, Saliency(smooth),
+    surrogate_beta=None)`` with ``smooth = softplus_surrogate(model, beta)``,
+    and compare ``similarity_after`` with the attack on ``model``. The docs
+    (Concepts, "Beta-smoothing") give numbers.
 
     Examples
     --------
@@ -718,6 +770,11 @@ default "target_mse"
     ...     torch.rand(2, 1, 8, 8), target_map=frame, return_results=True)
     >>> bool((result.criterion_after <= result.criterion_before).all())
     True
+    >>> sorted(result.similarity_after)
+    ['mse', 'pcc', 'ssim']
+    >>> paper = ManipulationAttack.dombrowski(model, Saliency(model), n_steps=5)
+    >>> paper.epsilon, paper.surrogate_beta, paper.step_size
+    (inf, (10.0, 100.0), 0.0002)
     """
 
     _criteria = ("target_mse", *BASE_CRITERIA)
@@ -728,7 +785,7 @@ default "target_mse"
         forward_func: Callable[..., Any],
         attribution: Any,
         *,
-        epsilon: float = 8 / 255,
+        epsilon: float | None = 8 / 255,
         step_size: float | None = None,
         n_steps: int = 100,
         restarts: int = 1,
@@ -736,7 +793,7 @@ default "target_mse"
         map_weight: float = 1e11,
         output_weight: float = 1e6,
         criterion: str = "target_mse",
-        surrogate_beta: float | None = 10.0,
+        surrogate_beta: float | tuple[float, float] | None = 10.0,
         surrogate: Callable[..., Any] | None = None,
         lower_bound: float = 0.0,
         upper_bound: float = 1.0,
@@ -746,6 +803,26 @@ default "target_mse"
     ) -> None:
         self.map_weight = check_number(map_weight, "map_weight", minimum=0.0)
         self.output_weight = check_number(output_weight, "output_weight", minimum=0.0)
+        schedule = _check_beta_schedule(surrogate_beta)
+        if schedule is not None and surrogate is not None:
+            raise ValueError(
+                "`surrogate_beta` as a (beta0, beta1) growth rebuilds the softplus "
+                "surrogate every step, so it cannot be combined with `surrogate`."
+            )
+        if epsilon is None:
+            several = (
+                isinstance(restarts, int)
+                and not isinstance(restarts, bool)
+                and restarts > 1
+            )
+            if random_start is True or several:
+                name = "random_start" if random_start is True else "restarts"
+                raise ValueError(
+                    f"`{name}`: random starts are drawn in the epsilon ball, and "
+                    "epsilon=None (box only) has none; use one restart without a "
+                    "random start, or give epsilon."
+                )
+            epsilon = math.inf
         super().__init__(
             forward_func,
             attribution,
@@ -754,7 +831,7 @@ default "target_mse"
             n_steps=n_steps,
             restarts=restarts,
             random_start=random_start,
-            surrogate_beta=surrogate_beta,
+            surrogate_beta=surrogate_beta if schedule is None else schedule[0],
             surrogate=surrogate,
             lower_bound=lower_bound,
             upper_bound=upper_bound,
@@ -763,6 +840,66 @@ default "target_mse"
             attribution_kwargs=attribution_kwargs,
             seed=seed,
         )
+        if schedule is None:
+            # A plain number (or None) was checked above; the base keeps it.
+            return
+        if schedule[0] == schedule[1]:
+            # A constant "growth" is a fixed beta: nothing to rebuild per step.
+            self.surrogate_beta = schedule[0]
+            return
+        self.surrogate_beta = schedule  # type: ignore[assignment]
+        self._schedule = schedule
+        self._fixed = (self.surrogate, self._direction_attribution)
+
+    _schedule: tuple[float, float] | None = None
+    _schedule_length = 1
+    _full_batch: Batch | None = None
+
+    @classmethod
+    def dombrowski(
+        cls, forward_func: Callable[..., Any], attribution: Any, **overrides: Any
+    ) -> ManipulationAttack:
+        """The attack with the settings of Dombrowski et al. (2019).
+
+        1500 Adam steps of learning rate 2e-4 (Adam's moments 0.9, 0.999,
+        eps 1e-8), weights 1e11 on the map term and 1e6 on the output term (for
+        maps summing to 1), the softplus beta grown from 10 to 100 over the
+        steps, and no epsilon ball: iterates are only clamped to the bounds
+        (REFERENCES section 8, the paper's code ``pankessel/adv_explanation_ref``).
+
+        Parameters
+        ----------
+        forward_func, attribution
+            As for :class:`ManipulationAttack`.
+        **overrides
+            Any other keyword of :class:`ManipulationAttack`, replacing the
+            preset's value (e.g. ``n_steps=300`` for a quicker run, or
+            ``lower_bound``/``upper_bound`` for normalised images).
+
+        Returns
+        -------
+        ManipulationAttack
+
+        Examples
+        --------
+        >>> from torch import nn
+        >>> from captum.attr import Saliency
+        >>> from captum_robust.attacks import ManipulationAttack
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> attack = ManipulationAttack.dombrowski(model, Saliency(model))
+        >>> attack.n_steps, attack.step_size, attack.map_weight
+        (1500, 0.0002, 100000000000.0)
+        """
+        settings: dict[str, Any] = {
+            "epsilon": None,
+            "step_size": 2e-4,
+            "n_steps": 1500,
+            "map_weight": 1e11,
+            "output_weight": 1e6,
+            "surrogate_beta": (10.0, 100.0),
+        }
+        settings.update(overrides)
+        return cls(forward_func, attribution, **settings)
 
     def perturb(
         self,
@@ -780,6 +917,19 @@ default "target_mse"
         generator: torch.Generator | None = None,
         return_results: bool = False,
     ) -> TensorOrTuple | tuple[TensorOrTuple, AttackResult]:
+        eps = self.epsilon if epsilon is None else epsilon
+        runs = self.restarts if restarts is None else restarts
+        if isinstance(eps, float) and math.isinf(eps):
+            if self.random_start:
+                raise ValueError(
+                    "`epsilon`: an infinite epsilon (box only) has no ball to draw "
+                    "this attack's random start in; give a finite epsilon."
+                )
+            if isinstance(runs, int) and not isinstance(runs, bool) and runs > 1:
+                raise ValueError(
+                    "`restarts`: random starts are drawn in the epsilon ball, and "
+                    "an infinite epsilon (box only) has none; use restarts=1."
+                )
         return self._perturb(
             inputs,
             target,
@@ -798,6 +948,8 @@ default "target_mse"
     def _effective_step_size(self, epsilon: float, n_steps: int) -> float:
         if self.step_size is not None:
             return self.step_size
+        if math.isinf(epsilon):
+            return _DOMBROWSKI_LR
         # An eps of 0 gives lr 0: the projection would undo any step anyway.
         return 4.0 * epsilon / n_steps if epsilon > 0 else 1e-12
 
@@ -827,6 +979,11 @@ default "target_mse"
                 "normalised to sum to 1, which needs some mass."
             )
         b.state["target_map"] = t / total.unsqueeze(1)
+        self._output_reference(b)
+        # Kept for the similarity report of _run (the whole batch, unselected).
+        self._full_batch = b
+
+    def _output_reference(self, b: Batch) -> None:
         with torch.no_grad():
             logits = self._surrogate_logits(b.x0, b).to(b.map0.dtype)
             b.state["output0"] = torch.softmax(logits, dim=1)
@@ -849,6 +1006,160 @@ default "target_mse"
         probs = torch.softmax(logits, dim=1)
         output_term = (probs - b.state["output0"].to(probs.dtype)).square().mean(dim=1)
         return self.map_weight * map_term + self.output_weight * output_term
+
+    # ------------------------------------------------------------ beta growth
+
+    def _beta_at(self, step: int) -> float:
+        """Dombrowski's ``beta0 * (beta1 / beta0) ** (t / T)``, t = step - 1."""
+        assert self._schedule is not None
+        beta0, beta1 = self._schedule
+        return beta0 * (beta1 / beta0) ** ((step - 1) / self._schedule_length)
+
+    def _use_beta(self, beta: float) -> None:
+        assert self._model is not None
+        # The report and warning were given for the surrogate of the
+        # constructor; the per-step copies differ from it only in beta.
+        smooth = softplus_surrogate(
+            self._model, beta=beta, check_functional=False
+        ).eval()
+        self.surrogate = (
+            smooth
+            if self.forward_func is self._model
+            else getattr(smooth, self.forward_func.__name__)
+        )
+        self._direction_attribution = self._bind(self.surrogate)
+
+    def _search(
+        self,
+        b: Batch,
+        full: Batch,
+        index: Tensor,
+        best_crit: Tensor,
+        eps: float,
+        alpha: float,
+        n_steps: int,
+        n_restarts: int,
+        generator: torch.Generator | None,
+    ) -> tuple[tuple[Tensor, ...], Tensor, Tensor, Tensor, int, Tensor]:
+        self._schedule_length = n_steps
+        try:
+            return super()._search(
+                b, full, index, best_crit, eps, alpha, n_steps, n_restarts, generator
+            )
+        finally:
+            if self._schedule is not None:
+                self.surrogate, self._direction_attribution = self._fixed
+
+    def _step(
+        self,
+        x: tuple[Tensor, ...],
+        x0m: tuple[Tensor, ...],
+        b: Batch,
+        full: Batch,
+        index: Tensor,
+        eps: float,
+        alpha: float,
+        step: int,
+        optimizer: dict[str, Any],
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, ...]:
+        if self._schedule is not None:
+            self._use_beta(self._beta_at(step))
+            # The output term compares like with like: both at this step's beta.
+            self._output_reference(b)
+        return super()._step(
+            x, x0m, b, full, index, eps, alpha, step, optimizer, generator
+        )
+
+    # ------------------------------------------------------ similarity report
+
+    def _run(
+        self,
+        x0: tuple[Tensor, ...],
+        is_tuple: bool,
+        masks: tuple[Tensor, ...] | None,
+        classes: Tensor | None,
+        additional_forward_args: Any,
+        kwargs: dict[str, Any],
+        eps: float,
+        alpha: float,
+        n_steps: int,
+        n_restarts: int,
+        generator: torch.Generator | None,
+        return_results: bool,
+        extras: dict[str, Any],
+    ) -> TensorOrTuple | tuple[TensorOrTuple, AttackResult]:
+        self._full_batch = None
+        try:
+            out = super()._run(
+                x0,
+                is_tuple,
+                masks,
+                classes,
+                additional_forward_args,
+                kwargs,
+                eps,
+                alpha,
+                n_steps,
+                n_restarts,
+                generator,
+                return_results,
+                extras,
+            )
+            full = self._full_batch
+            if not return_results or full is None:
+                return out
+            assert isinstance(out, tuple) and isinstance(out[1], AttackResult)
+            perturbed, result = out
+            x_out = perturbed if isinstance(perturbed, tuple) else (perturbed,)
+            maps, _ = self._real_map(tuple(t.detach() for t in x_out), full)
+            target_map = full.state["target_map"]
+            return perturbed, dataclasses.replace(
+                result,
+                similarity_before=_target_similarity(full.map0, target_map, full),
+                similarity_after=_target_similarity(maps, target_map, full),
+            )
+        finally:
+            self._full_batch = None
+
+
+# Dombrowski et al.'s Adam learning rate, used when there is no ball to scale by.
+_DOMBROWSKI_LR = 2e-4
+
+# SSIM's window (Joo et al.'s setting, the metric's default).
+_SSIM_WINDOW = 7
+
+
+def _check_beta_schedule(value: object) -> tuple[float, float] | None:
+    """A (beta0, beta1) pair as floats; None for a plain number or None."""
+    if not isinstance(value, (tuple, list)):
+        return None
+    if len(value) != 2:
+        raise ValueError(
+            "`surrogate_beta` must be a number, a pair (beta0, beta1) for the beta "
+            f"growth, or None; got a sequence of length {len(value)}."
+        )
+    beta0 = check_number(value[0], "surrogate_beta", minimum=0.0, strict_minimum=True)
+    beta1 = check_number(value[1], "surrogate_beta", minimum=0.0, strict_minimum=True)
+    if math.isinf(beta0) or math.isinf(beta1):
+        raise ValueError("`surrogate_beta` must be finite.")
+    return beta0, beta1
+
+
+def _target_similarity(maps: Tensor, target_map: Tensor, b: Batch) -> dict[str, Tensor]:
+    """MSE, PCC and SSIM between the (B, N) maps and targets, both summing to 1."""
+    target_map = target_map.to(maps.dtype)
+    if b.shape is not None and min(b.shape) >= _SSIM_WINDOW:
+        a, t = maps.view(-1, 1, *b.shape), target_map.view(-1, 1, *b.shape)
+        ssim = structural_similarity(a, t, win_size=_SSIM_WINDOW)
+    else:
+        a, t = maps, target_map
+        ssim = torch.full_like(maps[:, 0], math.nan)
+    return {
+        "mse": mean_squared_error(a, t),
+        "pcc": pearson_correlation(a, t),
+        "ssim": ssim,
+    }
 
 
 @_document(

@@ -61,6 +61,15 @@ class AttackResult:
         ``improved``, such a sample was never explored. ``perturb`` also warns
         with their count (a ``RuntimeWarning``) when ``epsilon`` > 0. False for
         skipped samples.
+    similarity_before, similarity_after : dict of str to Tensor or None
+        :class:`ManipulationAttack` only (None for the other attacks): how close
+        the real model's map of the original (before) and of the returned input
+        (after) is to the target map, as ``{"mse": ..., "pcc": ..., "ssim":
+        ...}``, each of shape (B,): the mean squared error (lower is closer),
+        Pearson's correlation and the structural similarity (higher is closer)
+        between the two maps, each the channel-summed absolute attribution
+        normalised to sum 1 (SSIM NaN for maps that are not images of at least
+        7x7). Dombrowski et al. report these three.
 
     Examples
     --------
@@ -89,6 +98,8 @@ class AttackResult:
     best_restart: Tensor
     best_step: Tensor
     unmoved: Tensor
+    similarity_before: dict[str, Tensor] | None = None
+    similarity_after: dict[str, Tensor] | None = None
 
     def __len__(self) -> int:
         return int(self.criterion_before.shape[0])
