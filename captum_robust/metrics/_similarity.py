@@ -18,6 +18,7 @@ import math
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from captum_robust._utils.validation import check_number, check_positive_int
@@ -34,9 +35,10 @@ Normalization = Literal["none", "sum", "max"]
 NORMALIZATIONS = ("none", "sum", "max")
 MSE_REDUCTIONS = ("mean", "sum")
 
-# Rows per SSIM chunk on a CPU: keeps the five filtered planes of a chunk in
-# cache-sized pieces instead of one (5B, H, W) working set.
-_SSIM_CPU_CHUNK_ELEMENTS = 1 << 21
+# Map pixels per SSIM chunk on a CPU (about 20 maps of 224 x 224): the four
+# filtered planes of a chunk stay in the last-level cache, while the chunk
+# still gives the convolutions enough channels to fill the vector units.
+_SSIM_CPU_CHUNK_ELEMENTS = 1 << 20
 
 
 def _constant_rows(maps: Tensor) -> Tensor:
@@ -294,6 +296,89 @@ def _filter(planes: Tensor, taps: Tensor) -> Tensor:
     return _filter_last(rows.transpose(1, 2), taps).transpose(1, 2)
 
 
+def _depthwise_filter(planes: Tensor, taps: Tensor) -> Tensor:
+    """Gaussian filter of padded (H, W, C) planes, without padding of its own.
+
+    One depthwise convolution per axis with every plane a channel: the taps
+    run along the spatial axes while the vector units run along the
+    channels, contiguous in memory (channels last). The output is smaller by
+    ``taps.numel() - 1`` along both spatial axes.
+    """
+    channels = planes.shape[-1]
+    size = taps.numel()
+    image = planes.permute(2, 0, 1).unsqueeze(0)
+    vertical = taps.view(1, 1, size, 1).expand(channels, 1, size, 1)
+    horizontal = taps.view(1, 1, 1, size).expand(channels, 1, 1, size)
+    layout = torch.channels_last
+    out = F.conv2d(image, vertical.contiguous(memory_format=layout), groups=channels)
+    out = F.conv2d(out, horizontal.contiguous(memory_format=layout), groups=channels)
+    return out[0].permute(1, 2, 0)
+
+
+def _channels_last_moments(
+    map_a: Tensor, map_b: Tensor, inverse_scale: Tensor, taps: Tensor, crop: int
+) -> tuple[Tensor, ...]:
+    """Filtered x, y, x^2 + y^2 and x y of (B, H, W) maps, as (H', W', B) each.
+
+    Only the ``H - 2 crop`` by ``W - 2 crop`` outputs that SSIM averages are
+    computed, so the maps need ``radius - crop`` pixels of symmetric padding.
+    The scaled maps and their products are written straight into one padded
+    channels-last buffer (the transposition happens in the first write).
+    """
+    radius = (taps.numel() - 1) // 2
+    edge = radius - crop
+    if edge < 0:
+        # The window is narrower than the border crop: no padding reaches in.
+        map_a = map_a[:, -edge : map_a.shape[1] + edge, -edge : map_a.shape[2] + edge]
+        map_b = map_b[:, -edge : map_b.shape[1] + edge, -edge : map_b.shape[2] + edge]
+        edge = 0
+    batch, h, w = map_a.shape
+    if edge > min(h, w):
+        # Padding wider than the map: scipy's reflection repeats periodically.
+        rows = _symmetric_index(h, -edge, h + edge, map_a.device)
+        cols = _symmetric_index(w, -edge, w + edge, map_a.device)
+        map_a = map_a.index_select(1, rows).index_select(2, cols)
+        map_b = map_b.index_select(1, rows).index_select(2, cols)
+        batch, h, w = map_a.shape
+        edge = 0
+    buffer = map_a.new_empty(h + 2 * edge, w + 2 * edge, 4 * batch)
+    inner = buffer[edge : edge + h, edge : edge + w]
+    x, y, squares, product = inner.split(batch, dim=2)
+    torch.mul(map_a.permute(1, 2, 0), inverse_scale, out=x)
+    torch.mul(map_b.permute(1, 2, 0), inverse_scale, out=y)
+    torch.mul(x, x, out=squares).addcmul_(y, y)
+    torch.mul(x, y, out=product)
+    if edge:
+        # Symmetric ("reflect" in scipy) edges: d c b a | a b c d | d c b a.
+        body = buffer[:, edge : edge + w]
+        body[:edge] = body[edge : 2 * edge].flip(0)
+        body[edge + h :] = body[h : h + edge].flip(0)
+        buffer[:, :edge] = buffer[:, edge : 2 * edge].flip(1)
+        buffer[:, edge + w :] = buffer[:, w : w + edge].flip(1)
+    return _depthwise_filter(buffer, taps).split(batch, dim=2)
+
+
+def _ssim_values(
+    ux: Tensor,
+    uy: Tensor,
+    uss: Tensor,
+    uxy: Tensor,
+    c1: Tensor,
+    c2: Tensor,
+    cov_norm: float,
+) -> Tensor:
+    """Local SSIM from filtered x, y, x^2 + y^2 and x y (fused, few passes)."""
+    # vx + vy and vxy need only the sum of the squares' means, so four planes
+    # are filtered instead of skimage's five.
+    uxuy = ux * uy
+    usq = torch.addcmul(ux * ux, uy, uy)
+    numerator = torch.add(c1, uxuy, alpha=2.0)
+    numerator.mul_(torch.sub(uxy, uxuy).mul_(2.0 * cov_norm).add_(c2))
+    denominator = torch.add(usq, c1)
+    denominator.mul_(torch.sub(uss, usq).mul_(cov_norm).add_(c2))
+    return numerator.div_(denominator)
+
+
 def ssim_spatial(
     map_a: Tensor,
     map_b: Tensor,
@@ -327,38 +412,41 @@ def ssim_spatial(
     # uses ``win_size`` for the covariance correction and the border crop.
     radius = int(3.5 * sigma + 0.5)
     taps = _gaussian_taps(sigma, radius, dtype, device)
+    crop = (win_size - 1) // 2
 
     # The data range of each pair, taken over both maps together.
-    lo = torch.minimum(map_a.flatten(1).amin(dim=1), map_b.flatten(1).amin(dim=1))
-    hi = torch.maximum(map_a.flatten(1).amax(dim=1), map_b.flatten(1).amax(dim=1))
-    data_range = hi - lo
+    lo_a, hi_a = torch.aminmax(map_a.flatten(1), dim=1)
+    lo_b, hi_b = torch.aminmax(map_b.flatten(1), dim=1)
+    data_range = torch.maximum(hi_a, hi_b) - torch.minimum(lo_a, lo_b)
     # With C1 and C2 proportional to the squared range, SSIM is unchanged when
     # both maps are divided by the range (not when shifted: the luminance term
     # compares absolute means), so each pair is brought to range 1 first and
     # the squares stay finite at any magnitude.
     safe_range = torch.where(data_range > 0, data_range, torch.ones_like(data_range))
-    scale = safe_range.view(-1, 1, 1)
-    a = map_a / scale
-    b = map_b / scale
-
-    planes = torch.cat([a, b, a * a, b * b, a * b])
-    filtered = _filter(planes, taps).view(5, batch, h, w)
-    ux, uy, uxx, uyy, uxy = filtered.unbind(0)
-    np_ = win_size**2
-    cov_norm = np_ / (np_ - 1) if use_sample_covariance else 1.0
-    vx = cov_norm * (uxx - ux * ux)
-    vy = cov_norm * (uyy - uy * uy)
-    vxy = cov_norm * (uxy - ux * uy)
     # After the rescaling the range is 1 (0 for a pair of one constant).
-    unit = (data_range > 0).to(dtype).view(-1, 1, 1)
+    unit = (data_range > 0).to(dtype)
     c1 = (k1 * unit) ** 2
     c2 = (k2 * unit) ** 2
-    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / (
-        (ux * ux + uy * uy + c1) * (vx + vy + c2)
-    )
-    pad = (win_size - 1) // 2
-    s = s[:, pad : h - pad, pad : w - pad]
-    score = s.double().mean(dim=(1, 2)).to(dtype)
+    np_ = win_size**2
+    cov_norm = np_ / (np_ - 1) if use_sample_covariance else 1.0
+
+    if dtype == torch.float64 and device.type == "cpu":
+        # oneDNN has no float64 convolution (the fallback loops over the
+        # channels): blocked banded products on (4B, H, W) planes instead.
+        scale = safe_range.view(-1, 1, 1)
+        a = map_a / scale
+        b = map_b / scale
+        planes = torch.cat([a, b, torch.addcmul(a * a, b, b), a * b])
+        filtered = _filter(planes, taps)[:, crop : h - crop, crop : w - crop]
+        moments = filtered.split(batch)
+        s = _ssim_values(*moments, c1.view(-1, 1, 1), c2.view(-1, 1, 1), cov_norm)
+        score = s.mean(dim=(1, 2))
+    else:
+        moments = _channels_last_moments(
+            map_a, map_b, safe_range.reciprocal(), taps, crop
+        )
+        # float32 sums are cascaded: accurate to ~1e-7 over any map size.
+        score = _ssim_values(*moments, c1, c2, cov_norm).mean(dim=(0, 1))
     return score.masked_fill(data_range == 0, math.nan)
 
 

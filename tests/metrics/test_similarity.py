@@ -123,10 +123,15 @@ def skimage_reference(a, b, **options):
         ((2, 9, 30), dict(sigma=1.5, win_size=7, use_sample_covariance=True)),
         ((2, 7, 7), dict(sigma=3.0, win_size=7, use_sample_covariance=False)),
         ((2, 12, 12), dict(sigma=0.8, win_size=5, K1=0.02, K2=0.05)),
+        # A Gaussian narrower than the border crop (no padding reaches in).
+        ((2, 11, 13), dict(sigma=0.5, win_size=7)),
     ],
 )
-def test_ssim_matches_skimage(shape, options):
-    a, b = pair(shape, seed=4)
+# float32 takes the channels-last convolution path, float64 on a CPU the
+# banded products; both against skimage's float64 result.
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_ssim_matches_skimage(shape, options, dtype):
+    a, b = pair(shape, seed=4, dtype=dtype)
     ours_options = {
         "sigma": options["sigma"],
         "win_size": options["win_size"],
@@ -137,8 +142,10 @@ def test_ssim_matches_skimage(shape, options):
     ours = structural_similarity(a, b, abs=False, **ours_options).numpy()
     sk_options = dict(options)
     sk_options.setdefault("use_sample_covariance", False)
-    reference = skimage_reference(a.numpy(), b.numpy(), **sk_options)
-    np.testing.assert_allclose(ours, reference, rtol=1e-10, atol=1e-12)
+    reference = skimage_reference(a.double().numpy(), b.double().numpy(), **sk_options)
+    assert ours.dtype == (np.float64 if dtype == torch.float64 else np.float32)
+    tolerance = (1e-10, 1e-12) if dtype == torch.float64 else (1e-4, 1e-5)
+    np.testing.assert_allclose(ours, reference, rtol=tolerance[0], atol=tolerance[1])
 
 
 def test_ssim_of_channel_maps_and_float32():
@@ -170,10 +177,11 @@ def test_ssim_scale_invariant_and_degenerate_pairs():
     assert other.isfinite().all() and other.item() < 0.5
 
 
-def test_ssim_batches_in_chunks_like_one_call(monkeypatch):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_ssim_batches_in_chunks_like_one_call(monkeypatch, dtype):
     from captum_robust.metrics import _similarity
 
-    a, b = pair((5, 8, 8), seed=7)
+    a, b = pair((5, 8, 8), seed=7, dtype=dtype)
     whole = structural_similarity(a, b)
     monkeypatch.setattr(_similarity, "_SSIM_CPU_CHUNK_ELEMENTS", 128)
     torch.testing.assert_close(structural_similarity(a, b), whole)
