@@ -50,7 +50,10 @@ def test_tiny_run_reports_every_method(tmp_path):
     assert set(saved["verdicts"]) == {"IG-SUM-NORM", "Top-GAP"}
     table = (tmp_path / "table.txt").read_text()
     assert "unverified" in table and "Top-GAP's claim" in table
-    assert "first 10 of the 20 test images" in table
+    assert "attribution attacks on the first 10 of the 20 test images" in table
+    # Accuracies use every test image, the attacks only the first test_images.
+    assert len(saved["settings"]) and saved["methods"]["NATURAL"]["accuracy_ci"]
+    assert "wall time" in table and "train IG-SUM-NORM" in saved["stage_seconds"]
 
 
 def test_cli_missing_mlxtend_message(monkeypatch, tmp_path, capsys):
