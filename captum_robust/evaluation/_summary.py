@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import scipy.stats
 import torch
 from torch import Tensor
 
@@ -157,3 +158,150 @@ def summarize(
 
 def _to_float(value: Tensor) -> float:
     return float(value.item())
+
+
+def _check_confidence(confidence: object) -> float:
+    check_number(confidence, "confidence", minimum=0.0, maximum=1.0)
+    if not 0.0 < confidence < 1.0:  # type: ignore[operator]
+        raise ValueError(f"`confidence` must be in (0, 1), got {confidence}.")
+    return float(confidence)  # type: ignore[arg-type]
+
+
+def proportion_interval(
+    successes: int, total: int, *, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Wilson score interval of a proportion (e.g. an accuracy).
+
+    Unlike the normal approximation it stays inside [0, 1] and is not empty at
+    0 or ``total`` successes, which small test sets of accurate models reach.
+
+    Parameters
+    ----------
+    successes, total : int
+        Successes out of ``total`` trials (``0 <= successes <= total``).
+    confidence : float, default 0.95
+        Level of the interval.
+
+    Returns
+    -------
+    (float, float)
+        The interval's ends; NaN for ``total == 0``.
+
+    Examples
+    --------
+    >>> low, high = proportion_interval(45, 50)
+    >>> round(low, 4), round(high, 4)
+    (0.7864, 0.9565)
+    """
+    for name, value in (("successes", successes), ("total", total)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"`{name}` must be an int, got {type(value).__name__}.")
+    if not 0 <= successes <= total:
+        raise ValueError(
+            f"`successes` must be in [0, total] = [0, {total}], got {successes}."
+        )
+    confidence = _check_confidence(confidence)
+    if total == 0:
+        return math.nan, math.nan
+    z = float(scipy.stats.norm.ppf(0.5 + confidence / 2))
+    p, z2 = successes / total, z * z
+    centre = (p + z2 / (2 * total)) / (1 + z2 / total)
+    half = z * math.sqrt(p * (1 - p) / total + z2 / (4 * total**2)) / (1 + z2 / total)
+    # Clipped: rounding may put an end a hair outside [0, 1] at p = 0 or 1.
+    return max(centre - half, 0.0), min(centre + half, 1.0)
+
+
+def difference_interval(
+    first: Mapping[str, Any], second: Mapping[str, Any], *, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """Difference of two means, ``first - second``, with its Welch t-interval.
+
+    The arguments are metric entries of two summaries (dicts with ``mean``,
+    ``std`` and ``count``, as :func:`summarize` writes them), so two reports can
+    be compared without their records. Welch's interval does not assume equal
+    variances; the two means are taken as independent (two models are
+    attacked on different sets of correctly classified samples).
+
+    Parameters
+    ----------
+    first, second : dict
+        Statistics with ``mean``, ``std`` (sample standard deviation) and
+        ``count``.
+    confidence : float, default 0.95
+        Level of the interval.
+
+    Returns
+    -------
+    (float, float, float)
+        The difference and the interval's ends; the interval is NaN when either
+        side has fewer than two finite scores.
+
+    Examples
+    --------
+    >>> a = {"mean": 0.6, "std": 0.1, "count": 20}
+    >>> b = {"mean": 0.3, "std": 0.2, "count": 30}
+    >>> [round(v, 3) for v in difference_interval(a, b)]
+    [0.3, 0.214, 0.386]
+    """
+    confidence = _check_confidence(confidence)
+    parts = []
+    for name, stats in (("first", first), ("second", second)):
+        if not isinstance(stats, Mapping):
+            raise TypeError(
+                f"`{name}` must be a dict with 'mean', 'std' and 'count', got "
+                f"{type(stats).__name__}."
+            )
+        values = []
+        for key in ("mean", "std", "count"):
+            value = stats.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"`{name}['{key}']` must be a number, got {value!r}.")
+            values.append(float(value))
+        parts.append(values)
+    (mean_a, std_a, n_a), (mean_b, std_b, n_b) = parts
+    difference = mean_a - mean_b
+    if not (n_a >= 2 and n_b >= 2 and math.isfinite(std_a) and math.isfinite(std_b)):
+        return difference, math.nan, math.nan
+    var_a, var_b = std_a**2 / n_a, std_b**2 / n_b
+    error = math.sqrt(var_a + var_b)
+    if error == 0:
+        return difference, difference, difference
+    # Welch-Satterthwaite degrees of freedom.
+    degrees = (var_a + var_b) ** 2 / (var_a**2 / (n_a - 1) + var_b**2 / (n_b - 1))
+    half = float(scipy.stats.t.ppf(0.5 + confidence / 2, degrees)) * error
+    return difference, difference - half, difference + half
+
+
+def proportion_difference_interval(
+    successes_a: int,
+    total_a: int,
+    successes_b: int,
+    total_b: int,
+    *,
+    confidence: float = 0.95,
+) -> tuple[float, float, float]:
+    """Difference of two proportions, ``a - b``, with Newcombe's hybrid score interval.
+
+    The interval combines the two :func:`proportion_interval` (Wilson) intervals
+    (Newcombe 1998, method 10), so it behaves at accuracies of 0 or 1 where the
+    normal approximation has no width.
+
+    Returns
+    -------
+    (float, float, float)
+        The difference and the interval's ends; NaN when a total is 0.
+
+    Examples
+    --------
+    >>> [round(v, 4) for v in proportion_difference_interval(45, 50, 40, 50)]
+    [0.1, -0.0434, 0.2421]
+    """
+    low_a, high_a = proportion_interval(successes_a, total_a, confidence=confidence)
+    low_b, high_b = proportion_interval(successes_b, total_b, confidence=confidence)
+    if total_a == 0 or total_b == 0:
+        return math.nan, math.nan, math.nan
+    p_a, p_b = successes_a / total_a, successes_b / total_b
+    difference = p_a - p_b
+    low = difference - math.hypot(p_a - low_a, high_b - p_b)
+    high = difference + math.hypot(high_a - p_a, p_b - low_b)
+    return difference, low, high
