@@ -18,6 +18,7 @@ and the attention backend is pinned to the math kernel; both are restored on exi
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -51,6 +52,9 @@ _REPLACEMENTS: dict[Any, Any] = {
 }
 
 
+_state = threading.local()
+
+
 class _TwiceDifferentiableActivations(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         try:
@@ -82,5 +86,14 @@ def second_order_safe() -> Iterator[None]:
     >>> h.shape
     torch.Size([2, 3])
     """
-    with _TwiceDifferentiableActivations(), sdpa_kernel(SDPBackend.MATH):
+    if getattr(_state, "depth", 0):
+        # Nested use (an attack's direction around a differentiable attribution):
+        # a second mode on the stack would route every op through Python twice.
         yield
+        return
+    _state.depth = 1
+    try:
+        with _TwiceDifferentiableActivations(), sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        _state.depth = 0
