@@ -71,6 +71,13 @@ class PerSampleMean(Metric):
             )
 
     def update(self, *args: Any) -> None:
+        """Add one batch: the arguments of the metric's function, e.g.
+        ``update(attr_a, attr_b)`` for a pairwise score or ``update(attributions,
+        mask)`` for a localisation score, each with a leading batch dimension.
+
+        Each sample's score enters the running sums; a NaN score (a map with no
+        information) is counted in ``nan_count`` instead.
+        """
         scores = type(self).score_fn(*args, **self.score_kwargs).double()
         undefined = scores.isnan()
         scores = scores.masked_fill(undefined, 0.0)
@@ -80,6 +87,18 @@ class PerSampleMean(Metric):
         self.nan_count += undefined.sum()
 
     def compute(self) -> dict[str, Tensor]:
+        """Statistics of every sample seen since the last ``reset()`` (on all
+        ranks when synchronised).
+
+        Returns
+        -------
+        dict of str to Tensor
+            0-dim float64 tensors: ``mean``, ``std`` (sample standard deviation),
+            ``count`` (samples with a defined score), ``nan_count`` (samples whose
+            score was NaN), ``ci_low`` and ``ci_high`` (Student-t interval of the
+            mean at ``confidence``). With no defined sample, ``mean`` and the
+            interval are NaN.
+        """
         count = self.count
         mean = self.total / count
         variance = (self.total_squares - count * mean * mean) / (count - 1)
@@ -165,6 +184,17 @@ class _PairScore(PerSampleMean):
 class KendallTau(_PairScore):
     """Streaming mean of :func:`kendall_tau`; NaN samples are counted apart.
 
+    Parameters
+    ----------
+    abs : bool, default True
+        Take the absolute value of the maps before the channel reduction.
+    channel_reduction : {"sum", "mean", "max", "none"}, default "sum"
+        How (B, C, H, W) maps are reduced over channels before scoring.
+    confidence : float, default 0.95
+        Level of the confidence interval returned by ``compute``.
+    **kwargs
+        Passed to ``torchmetrics.Metric`` (e.g. ``sync_on_compute``).
+
     Examples
     --------
     >>> import torch
@@ -182,6 +212,17 @@ class KendallTau(_PairScore):
 class SpearmanCorrelation(_PairScore):
     """Streaming mean of :func:`spearman_correlation`.
 
+    Parameters
+    ----------
+    abs : bool, default True
+        Take the absolute value of the maps before the channel reduction.
+    channel_reduction : {"sum", "mean", "max", "none"}, default "sum"
+        How (B, C, H, W) maps are reduced over channels before scoring.
+    confidence : float, default 0.95
+        Level of the confidence interval returned by ``compute``.
+    **kwargs
+        Passed to ``torchmetrics.Metric`` (e.g. ``sync_on_compute``).
+
     Examples
     --------
     >>> import torch
@@ -198,6 +239,17 @@ class SpearmanCorrelation(_PairScore):
 
 class CenterOfMassShift(_PairScore):
     """Streaming mean of :func:`center_of_mass_shift`, in pixels.
+
+    Parameters
+    ----------
+    abs : bool, default True
+        Take the absolute value of the maps before the channel reduction.
+    channel_reduction : {"sum", "mean", "max", "none"}, default "sum"
+        How (B, C, H, W) maps are reduced over channels before scoring.
+    confidence : float, default 0.95
+        Level of the confidence interval returned by ``compute``.
+    **kwargs
+        Passed to ``torchmetrics.Metric`` (e.g. ``sync_on_compute``).
 
     Examples
     --------
@@ -222,6 +274,17 @@ class _MaskScore(_PairScore):
 class SilhouetteOverlap(_MaskScore):
     """Streaming mean of :func:`silhouette_overlap`; ``update(attributions, mask)``.
 
+    Parameters
+    ----------
+    abs : bool, default True
+        Take the absolute value of the maps before the channel reduction.
+    channel_reduction : {"sum", "mean", "max", "none"}, default "sum"
+        How (B, C, H, W) maps are reduced over channels before scoring.
+    confidence : float, default 0.95
+        Level of the confidence interval returned by ``compute``.
+    **kwargs
+        Passed to ``torchmetrics.Metric`` (e.g. ``sync_on_compute``).
+
     Examples
     --------
     >>> import torch
@@ -237,6 +300,17 @@ class SilhouetteOverlap(_MaskScore):
 
 class PointingGame(_MaskScore):
     """Streaming hit rate of :func:`pointing_game`; ``update(attributions, mask)``.
+
+    Parameters
+    ----------
+    abs : bool, default True
+        Take the absolute value of the maps before the channel reduction.
+    channel_reduction : {"sum", "mean", "max", "none"}, default "sum"
+        How (B, C, H, W) maps are reduced over channels before scoring.
+    confidence : float, default 0.95
+        Level of the confidence interval returned by ``compute``.
+    **kwargs
+        Passed to ``torchmetrics.Metric`` (e.g. ``sync_on_compute``).
 
     Examples
     --------
@@ -254,6 +328,17 @@ class PointingGame(_MaskScore):
 class RelevanceRankAccuracy(_MaskScore):
     """Streaming mean of :func:`relevance_rank_accuracy`.
 
+    Parameters
+    ----------
+    abs : bool, default True
+        Take the absolute value of the maps before the channel reduction.
+    channel_reduction : {"sum", "mean", "max", "none"}, default "sum"
+        How (B, C, H, W) maps are reduced over channels before scoring.
+    confidence : float, default 0.95
+        Level of the confidence interval returned by ``compute``.
+    **kwargs
+        Passed to ``torchmetrics.Metric`` (e.g. ``sync_on_compute``).
+
     Examples
     --------
     >>> import torch
@@ -269,6 +354,17 @@ class RelevanceRankAccuracy(_MaskScore):
 
 class MaskIoU(PerSampleMean):
     """Streaming mean of :func:`mask_iou`; ``update(attributions, mask)``.
+
+    Parameters
+    ----------
+    threshold, threshold_mode
+        As in :func:`mask_iou`: which pixels of the map form its region.
+    abs, channel_reduction
+        As in :func:`mask_iou`.
+    confidence : float, default 0.95
+        Level of the confidence interval returned by ``compute``.
+    **kwargs
+        Passed to ``torchmetrics.Metric`` (e.g. ``sync_on_compute``).
 
     Examples
     --------
