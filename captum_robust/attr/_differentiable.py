@@ -39,6 +39,7 @@ from captum_robust.attr._base import (
 from captum_robust.attr._grad_cam import LayerGradCamAttribution
 from captum_robust.attr._gradient import CaptumGradientAttribution
 from captum_robust.attr._gradient_shap import GradientShapAttribution
+from captum_robust.attr._lrp import from_captum as _lrp
 from captum_robust.attr._propagation import from_captum as _modified_relu
 from captum_robust.attr._smoothgrad import NoiseTunnelAttribution
 
@@ -50,7 +51,7 @@ _NOISE_TUNNEL_INNER = _GRADIENT_FUNC_METHODS
 _MODIFIED_RELU = (GuidedBackprop, Deconvolution)
 _SUPPORTED = (
     "Saliency, InputXGradient, IntegratedGradients, GradientShap, LayerGradCam, "
-    "GuidedBackprop, Deconvolution, "
+    "GuidedBackprop, Deconvolution, LRP, "
     "NoiseTunnel over Saliency / InputXGradient / IntegratedGradients, "
     "captum_robust.attr.SmoothGrad, or a plain callable "
     "fn(inputs, target=None, additional_forward_args=None) that is differentiable"
@@ -79,8 +80,8 @@ _REFUSALS: tuple[tuple[tuple[type, ...], str], ...] = (
     ),
     (
         (LRP,),
-        "it propagates relevance with rule-based backward hooks, not gradients, "
-        "which autograd cannot differentiate",
+        "only captum.attr.LRP itself is reimplemented; a subclass may change how "
+        "its rules propagate relevance",
     ),
     (
         (PerturbationAttribution,),
@@ -108,7 +109,7 @@ def _refusal(attribution: object) -> str | None:
             f"InputXGradient and IntegratedGradients; Captum's NoiseTunnel itself runs "
             f"under torch.no_grad and is reimplemented here){detail}"
         )
-    if type(attribution) in _MODIFIED_RELU:
+    if type(attribution) in _MODIFIED_RELU or type(attribution) is LRP:
         return None
     if isinstance(attribution, (*_GRADIENT_FUNC_METHODS, GradientShap, LayerGradCam)):
         return None
@@ -269,9 +270,18 @@ def differentiable(
       an autograd function with a double backward (see
       ``ModifiedReluAttribution``); on a :func:`softplus_surrogate` the rule is
       applied to the smooth activations, as Dombrowski et al. (2019) do.
+    * ``LRP``: Captum's per-layer rules (``layer.rule``: ``EpsilonRule``,
+      ``GammaRule``, ``Alpha1_Beta0_Rule``, ``IdentityRule``; Captum's defaults
+      otherwise) written as differentiable vector-Jacobian products (see
+      ``LRPAttribution``). A layer Captum has no rule for is refused when
+      ``differentiable`` is called, naming the layer. "The LRP of a softplus
+      network" is the same rules applied to the :func:`softplus_surrogate`, whose
+      activations pass relevance on unchanged as ReLUs do (Dombrowski et al.,
+      2019): the ReLU step ``relu(z)/z`` becomes the smooth but, near ``z = 0``,
+      large ``softplus(beta z)/(beta z)``.
 
     Refused with a ``TypeError`` that says why: DeepLift, DeepLiftShap,
-    GuidedGradCam, LRP (backward hooks that are not
+    GuidedGradCam (backward hooks that are not
     gradients), every perturbation method (Occlusion, FeatureAblation, Lime,
     KernelShap, ShapleyValueSampling, ...: no autograd graph), and any other Captum
     class (layer and neuron methods other than LayerGradCam).
@@ -375,6 +385,8 @@ def differentiable(
         return CaptumGradientAttribution(attribution)
     if type(attribution) in _MODIFIED_RELU:
         return _modified_relu(attribution)
+    if type(attribution) is LRP:
+        return _lrp(attribution)
     if isinstance(attribution, GradientShap):
         return GradientShapAttribution(
             attribution.forward_func,

@@ -191,7 +191,7 @@ def _refused(model):
         (DeepLift(model), "DeepLift", "multipliers"),
         (DeepLiftShap(model), "DeepLiftShap", "multipliers"),
         (GuidedGradCam(model, model.conv2), "GuidedGradCam", "guided"),
-        (LRP(model), "LRP", "relevance"),
+        (type("LRPSub", (LRP,), {})(model), "LRPSub", "LRP itself"),
         (NoiseTunnel(DeepLift(model)), "NoiseTunnel over DeepLift", "multipliers"),
         (NoiseTunnel(Occlusion(model)), "NoiseTunnel over Occlusion", "perturbation"),
         (NoiseTunnel(GradientShap(model)), "NoiseTunnel over GradientShap", "only"),
