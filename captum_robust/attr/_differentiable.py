@@ -39,6 +39,7 @@ from captum_robust.attr._base import (
 from captum_robust.attr._grad_cam import LayerGradCamAttribution
 from captum_robust.attr._gradient import CaptumGradientAttribution
 from captum_robust.attr._gradient_shap import GradientShapAttribution
+from captum_robust.attr._guided_grad_cam import from_captum as _guided_grad_cam
 from captum_robust.attr._lrp import from_captum as _lrp
 from captum_robust.attr._propagation import from_captum as _modified_relu
 from captum_robust.attr._smoothgrad import NoiseTunnelAttribution
@@ -51,7 +52,7 @@ _NOISE_TUNNEL_INNER = _GRADIENT_FUNC_METHODS
 _MODIFIED_RELU = (GuidedBackprop, Deconvolution)
 _SUPPORTED = (
     "Saliency, InputXGradient, IntegratedGradients, GradientShap, LayerGradCam, "
-    "GuidedBackprop, Deconvolution, LRP, "
+    "GuidedBackprop, Deconvolution, LRP, GuidedGradCam, "
     "NoiseTunnel over Saliency / InputXGradient / IntegratedGradients, "
     "captum_robust.attr.SmoothGrad, or a plain callable "
     "fn(inputs, target=None, additional_forward_args=None) that is differentiable"
@@ -61,10 +62,8 @@ _SUPPORTED = (
 _REFUSALS: tuple[tuple[tuple[type, ...], str], ...] = (
     (
         (GuidedGradCam,),
-        "it multiplies Grad-CAM by a guided-backpropagation map, which is produced by "
-        "backward hooks that replace the gradient of every ReLU; that map is not the "
-        "gradient of any function, so differentiating through the hooks does not give "
-        "its derivative",
+        "only captum.attr.GuidedGradCam itself is reimplemented; a subclass may "
+        "change how its maps are combined",
     ),
     (
         (ModifiedReluGradientAttribution, NeuronGuidedBackprop, NeuronDeconvolution),
@@ -109,7 +108,10 @@ def _refusal(attribution: object) -> str | None:
             f"InputXGradient and IntegratedGradients; Captum's NoiseTunnel itself runs "
             f"under torch.no_grad and is reimplemented here){detail}"
         )
-    if type(attribution) in _MODIFIED_RELU or type(attribution) is LRP:
+    if type(attribution) in _MODIFIED_RELU or type(attribution) in (
+        LRP,
+        GuidedGradCam,
+    ):
         return None
     if isinstance(attribution, (*_GRADIENT_FUNC_METHODS, GradientShap, LayerGradCam)):
         return None
@@ -280,8 +282,12 @@ def differentiable(
       2019): the ReLU step ``relu(z)/z`` becomes the smooth but, near ``z = 0``,
       large ``softplus(beta z)/(beta z)``.
 
-    Refused with a ``TypeError`` that says why: DeepLift, DeepLiftShap,
-    GuidedGradCam (backward hooks that are not
+    * ``GuidedGradCam``: the differentiable Guided Backprop map times the
+      differentiable Grad-CAM map interpolated to the input, as Captum combines
+      them (see ``GuidedGradCamAttribution``).
+
+    Refused with a ``TypeError`` that says why: DeepLift, DeepLiftShap
+    (backward hooks that are not
     gradients), every perturbation method (Occlusion, FeatureAblation, Lime,
     KernelShap, ShapleyValueSampling, ...: no autograd graph), and any other Captum
     class (layer and neuron methods other than LayerGradCam).
@@ -387,6 +393,8 @@ def differentiable(
         return _modified_relu(attribution)
     if type(attribution) is LRP:
         return _lrp(attribution)
+    if type(attribution) is GuidedGradCam:
+        return _guided_grad_cam(attribution)
     if isinstance(attribution, GradientShap):
         return GradientShapAttribution(
             attribution.forward_func,

@@ -190,7 +190,11 @@ def _refused(model):
         (ShapleyValueSampling(model), "ShapleyValueSampling", "perturbation"),
         (DeepLift(model), "DeepLift", "multipliers"),
         (DeepLiftShap(model), "DeepLiftShap", "multipliers"),
-        (GuidedGradCam(model, model.conv2), "GuidedGradCam", "guided"),
+        (
+            type("GGCSub", (GuidedGradCam,), {})(model, model.conv2),
+            "GGCSub",
+            "GuidedGradCam itself",
+        ),
         (type("LRPSub", (LRP,), {})(model), "LRPSub", "LRP itself"),
         (NoiseTunnel(DeepLift(model)), "NoiseTunnel over DeepLift", "multipliers"),
         (NoiseTunnel(Occlusion(model)), "NoiseTunnel over Occlusion", "perturbation"),

@@ -57,3 +57,28 @@ def test_guided_input_gradient_nonzero_and_subclass_refused():
 
     with pytest.raises(TypeError, match="attribution"):
         differentiable(Custom(m))
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_guided_grad_cam_equal_captum_and_differentiable(mode):
+    from captum.attr import GuidedGradCam
+
+    m = _net()
+    x = torch.randn(
+        3, 2, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3)
+    )
+    ggc = differentiable(GuidedGradCam(m, m[0]))
+    ours = ggc.attribute(x, target=[0, 1, 2], interpolate_mode=mode)
+    theirs = GuidedGradCam(m, m[0]).attribute(
+        x, target=[0, 1, 2], interpolate_mode=mode
+    )
+    torch.testing.assert_close(ours.detach(), theirs)
+    assert ours.abs().sum() > 0 and not x.requires_grad
+    smooth = ggc.with_forward_func(softplus_surrogate(m, beta=3.0))
+    xx = x[:1].clone().requires_grad_()
+    (g,) = torch.autograd.grad(smooth.attribute(xx, target=1).pow(2).sum(), xx)
+    assert g.abs().sum() > 0
+    f = lambda z: smooth.attribute(z, target=1, interpolate_mode=mode)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (xx,), fast_mode=True)
+    with pytest.raises(TypeError, match="`interpolate_mode`"):
+        ggc.attribute(x, target=0, interpolate_mode=1)
