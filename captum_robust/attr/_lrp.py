@@ -19,7 +19,10 @@ the same rules applied to the smooth network, as Dombrowski et al. (2019) do: ea
 activation's input is ``softplus(beta z)/beta`` of the previous layer and it passes
 relevance on unchanged. On a ReLU network ``relu(z)/z`` is the step ``1[z > 0]``;
 on the surrogate ``softplus(beta z) / (beta z)`` replaces it, which is smooth but
-large where ``|z|`` is small (the rule's stabiliser ``eps`` bounds it), so the
+large where ``|z|`` is small: only the rule's stabiliser bounds it, and Captum's
+default ``epsilon=1e-9`` hardly does (input gradients of a loss on the map of
+order 1e9 were measured on a small CNN), so for attacks set ``EpsilonRule`` with a
+larger ``epsilon`` (or a gamma / alpha-beta rule) on the hidden layers. The
 surrogate's map is close to the ReLU map only where pre-activations are not near
 zero.
 """
