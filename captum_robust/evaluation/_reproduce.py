@@ -150,9 +150,9 @@ class ReproduceSettings:
             )
         if self.reg_path_points < paper.reg_path_points:
             out.append(
-                f"IG regularizers: {self.reg_path_points} path points, every "
-                f"{self.reg_approx_factor}th in the inner maximisation, "
-                f"{self.reg_attack_steps} inner steps (paper 50, 5th, 40)"
+                f"IG regularizers: {self.reg_path_points} path points, 1 in "
+                f"{self.reg_approx_factor} of them in the inner maximisation, "
+                f"{self.reg_attack_steps} inner steps (paper 50, 1 in 5, 40)"
             )
         if self.ig_steps < paper.ig_steps:
             out.append(f"evaluated IG: {self.ig_steps} path points (Chen 100)")
