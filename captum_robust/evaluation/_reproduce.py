@@ -109,10 +109,10 @@ class ReproduceSettings:
     def quick(cls, seed: int = 0) -> ReproduceSettings:
         """Reduced settings, each stated by :meth:`reductions`.
 
-        Budgeted for 15 minutes on 2 idle CPU cores (docs/reproduction.md has
-        the measured run): the robust models fine-tune the natural one for one
-        epoch, the path regularizers use 4 path points, the attacks run on 100
-        test images.
+        Measured at about 15 CPU-minutes at one thread (22 minutes of wall time
+        on a loaded machine; docs/reproduction.md has the run): the robust
+        models fine-tune the natural one for one epoch, the path regularizers
+        use 4 path points, the attacks run on 100 test images.
         """
         return cls(
             seed=seed,
