@@ -77,7 +77,9 @@ class DemoSettings:
     """Sizes and budgets of the demo.
 
     With the defaults, ``make demo`` from nothing (training included) took
-    DEMO_TIME on two CPU cores (load average LOAD_AVG before it). To stay within
+    443 s with ``OMP_NUM_THREADS=1`` on two shared CPU cores at a load average
+    of 4.5 (261 s of CPU time, so under five minutes on two idle cores is
+    expected but was not measured idle). To stay within
     five minutes the budgets are reduced from the papers': IG-SUM-NORM
     fine-tunes for ``ig_sum_norm_epochs`` epoch with ``ig_sum_norm_steps`` path
     points (1 point in its inner attack) and ``ig_sum_norm_attack_steps``
