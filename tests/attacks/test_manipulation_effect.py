@@ -1,0 +1,169 @@
+"""The effect Dombrowski et al. show, in miniature, on a digits CNN trained here.
+
+For Saliency, InputXGradient, Integrated Gradients and Guided Backprop,
+ManipulationAttack brings the real model's explanation of the first 4 correctly
+classified held-out digits far closer to a target map (the explanation of other
+digits, rotated by 180 degrees) than RandomAttack with the same ball and number
+of steps, by MSE and by PCC, while the label is kept and no class probability
+moves by more than 0.1. With beta-smoothing (the attack on the explanation of
+``softplus_surrogate(model, 1.0)``, the defence of the paper) the same attack
+closes clearly less of the gap to the target.
+
+Measured when written (mean over the 4 digits, MSE of sum-1 maps; "closed" is
+1 - MSE_after / MSE_before):
+
+=========  ==========  =========  ==========  ======  ==============
+method     PCC before  PCC after  PCC random  closed  closed, smooth
+=========  ==========  =========  ==========  ======  ==============
+saliency   0.83        0.97       0.81        0.86    0.27
+x input    0.59        0.92       0.52        0.81    0.34
+IG         0.58        0.89       0.55        0.74    0.34
+guided bp  0.82        0.92       0.80        0.56    0.31
+=========  ==========  =========  ==========  ======  ==============
+
+The PCC gain of the smoothed explanation is 0.005 to 0.15 (0.10 to 0.33
+without smoothing); the largest probability change is 0.06.
+
+The assertions leave margins below these. LRP (epsilon) is not in the list
+yet: with the differentiable LRP in progress, the direction from the softplus
+surrogate's LRP barely moves the ReLU model's LRP map (PCC 0.65 -> 0.66).
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from captum.attr import GuidedBackprop, InputXGradient, IntegratedGradients, Saliency
+from sklearn.datasets import load_digits
+from torch import nn
+
+from captum_robust.attacks import ManipulationAttack, RandomAttack
+from captum_robust.attr import differentiable, softplus_surrogate
+from captum_robust.metrics import mean_squared_error, pearson_correlation
+
+EPS = 0.3
+N_STEPS = 50
+# Adam's lr; the output weight is raised from Dombrowski's 1e6 because a 16x16
+# map's squared errors are larger than a 224x224 one's: it holds the output.
+ATTACK = {"epsilon": EPS, "n_steps": N_STEPS, "step_size": 0.02, "output_weight": 1e8}
+SMOOTH_BETA = 1.0
+OUTPUT_TOLERANCE = 0.1  # largest change of any class probability
+
+METHODS = [
+    (Saliency, {}),
+    (InputXGradient, {}),
+    (IntegratedGradients, {"n_steps": 8}),
+    (GuidedBackprop, {}),
+]
+
+
+class DigitNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.pool = nn.AvgPool2d(2)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.fc = nn.Linear(16 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.relu1(self.conv1(x)))
+        return self.fc(self.relu2(self.conv2(x)).flatten(1))
+
+
+@pytest.fixture(scope="module")
+def setting():
+    data = load_digits()
+    images = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    images = F.interpolate(images, size=16, mode="bilinear", align_corners=False)
+    images = images.clamp(0.0, 1.0)
+    labels = torch.tensor(data.target)
+    torch.manual_seed(0)
+    model = DigitNet()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        for batch in torch.randperm(1500, generator=generator).split(64):
+            loss = F.cross_entropy(model(images[batch]), labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    for p in model.parameters():
+        p.grad = None
+    with torch.no_grad():
+        accuracy = (model(images[1500:]).argmax(1) == labels[1500:]).float().mean()
+    assert accuracy > 0.8
+    with torch.no_grad():
+        correct = (model(images[1500:1600]).argmax(1) == labels[1500:1600]).nonzero()
+    keep = 1500 + correct.flatten()[:4]
+    x, y = images[keep], labels[keep]
+    others = images[1600:1604].flip(-1).flip(-2)
+    return model, x, y, others
+
+
+def sum_one_map(method, model, x, y, kwargs):
+    attr = differentiable(method(model)).attribute(x, target=y, **kwargs).detach()
+    s = attr.abs().sum(dim=1)
+    return s / s.sum(dim=(1, 2), keepdim=True)
+
+
+@pytest.mark.parametrize(
+    "method, kwargs", METHODS, ids=lambda m: getattr(m, "__name__", "")
+)
+def test_manipulation_beats_random_and_beta_smoothing_resists(setting, method, kwargs):
+    model, x, y, others = setting
+    target = sum_one_map(method, model, others, y, kwargs)
+
+    attack = ManipulationAttack(
+        model, method(model), attribution_kwargs=kwargs, **ATTACK
+    )
+    x_adv, result = attack.perturb(x, y, target_map=target, return_results=True)
+    assert result.label_kept.all()
+    assert ((x_adv - x).abs() <= EPS + 1e-6).all()
+    with torch.no_grad():
+        moved = (F.softmax(model(x_adv), 1) - F.softmax(model(x), 1)).abs().max()
+    assert moved < OUTPUT_TOLERANCE
+
+    random = RandomAttack(
+        model,
+        method(model),
+        epsilon=EPS,
+        n_steps=N_STEPS,
+        step_size=EPS / 4,
+        attribution_kwargs=kwargs,
+    )
+    x_rand = random.perturb(x, y)
+    rand_map = sum_one_map(method, model, x_rand, y, kwargs)
+    rand_mse = mean_squared_error(rand_map, target).mean()
+    rand_pcc = pearson_correlation(rand_map, target).mean()
+
+    before, after = result.similarity_before, result.similarity_after
+    # Far closer than random, by both measures.
+    assert after["mse"].mean() < 0.7 * rand_mse
+    assert after["pcc"].mean() > rand_pcc + 0.04
+    assert (after["mse"] < before["mse"]).all()
+    assert (after["pcc"] > before["pcc"]).all()
+    closed = 1 - after["mse"].mean() / before["mse"].mean()
+    gain = after["pcc"].mean() - before["pcc"].mean()
+
+    # Beta-smoothing: explain the beta-small surrogate, attack that explanation.
+    smooth = softplus_surrogate(model, beta=SMOOTH_BETA)
+    smooth_target = sum_one_map(method, smooth, others, y, kwargs)
+    defended = ManipulationAttack(
+        smooth,
+        method(smooth),
+        surrogate_beta=None,
+        attribution_kwargs=kwargs,
+        **ATTACK,
+    )
+    _, smooth_result = defended.perturb(
+        x, y, target_map=smooth_target, return_results=True
+    )
+    s_before, s_after = smooth_result.similarity_before, smooth_result.similarity_after
+    smooth_closed = 1 - s_after["mse"].mean() / s_before["mse"].mean()
+    smooth_gain = s_after["pcc"].mean() - s_before["pcc"].mean()
+    assert smooth_closed < 0.75 * closed
+    assert smooth_gain < 0.6 * gain
+    # The user's model is untouched by either attack.
+    assert isinstance(model.relu1, nn.ReLU) and not model.training
