@@ -750,8 +750,10 @@ default "target_mse"
     same attack achieves much less. To measure it, attack the explanation of
     the smoothed model: ``ManipulationAttack(smooth, Saliency(smooth),
     surrogate_beta=None)`` with ``smooth = softplus_surrogate(model, beta)``,
-    and compare ``similarity_after`` with the attack on ``model``. The docs
-    (Concepts, "Beta-smoothing") give numbers.
+    and compare ``similarity_after`` with the attack on ``model``. On a small
+    digits CNN (``tests/attacks/test_manipulation_effect.py``), 50 steps in a
+    0.3 ball close 56-86% of the MSE gap to the target without smoothing and
+    27-34% with ``beta = 1`` (Saliency, InputXGradient, IG, Guided Backprop).
 
     Examples
     --------
