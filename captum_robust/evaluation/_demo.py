@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from captum.attr import IntegratedGradients, Saliency
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-from tqdm.auto import tqdm
 
+from captum_robust._utils.progress import progress_bar as tqdm
 from captum_robust._utils.validation import check_number, check_positive_int
 from captum_robust.attacks import RandomAttack, TopKAttack
 from captum_robust.datasets import make_silhouette_digits

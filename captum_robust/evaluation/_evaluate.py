@@ -11,9 +11,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from captum_robust._utils.modes import eval_mode
+from captum_robust._utils.progress import progress_bar as tqdm
 from captum_robust._utils.targets import check_class_indices, check_class_range
 from captum_robust._utils.validation import (
     check_choice,

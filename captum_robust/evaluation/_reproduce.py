@@ -304,7 +304,7 @@ def _train(
     name: str,
     progress: bool,
 ) -> tuple[nn.Module, float]:
-    from tqdm.auto import tqdm
+    from captum_robust._utils.progress import progress_bar as tqdm
 
     generator = torch.Generator().manual_seed(s.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -332,7 +332,7 @@ def _pgd_correct(
     name: str,
     progress: bool,
 ) -> torch.Tensor:
-    from tqdm.auto import tqdm
+    from captum_robust._utils.progress import progress_bar as tqdm
 
     attack = PGD(model, lower_bound=0.0, upper_bound=1.0)
     hits = []
