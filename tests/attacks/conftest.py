@@ -31,18 +31,22 @@ class Digits:
     labels: torch.Tensor
 
 
-@pytest.fixture(scope="session")
-def digits() -> Digits:
+def train_on_digits(
+    model: nn.Module, epochs: int
+) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """Train ``model`` on the first 1,500 scikit-learn digits (16x16, seeded Adam).
+
+    Returns the model in eval mode with no ``.grad`` left, and every digit image
+    (N, 1, 16, 16) in [0, 1] with its label; images 1,500 onwards are held out.
+    """
     data = load_digits()
     images = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
     images = F.interpolate(images, size=16, mode="bilinear", align_corners=False)
     images = images.clamp(0.0, 1.0)
     labels = torch.tensor(data.target)
-    torch.manual_seed(0)
-    model = make_cnn()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     generator = torch.Generator().manual_seed(0)
-    for _ in range(2):
+    for _ in range(epochs):
         for batch in torch.randperm(1500, generator=generator).split(64):
             loss = F.cross_entropy(model(images[batch]), labels[batch])
             optimizer.zero_grad()
@@ -51,6 +55,19 @@ def digits() -> Digits:
     model.eval()
     for p in model.parameters():
         p.grad = None
+    return model, images, labels
+
+
+@pytest.fixture(scope="session")
+def digit_trainer():
+    """:func:`train_on_digits`, for test modules that train their own model."""
+    return train_on_digits
+
+
+@pytest.fixture(scope="session")
+def digits() -> Digits:
+    torch.manual_seed(0)
+    model, images, labels = train_on_digits(make_cnn(), epochs=2)
     test_x, test_y = images[1500:], labels[1500:]
     with torch.no_grad():
         correct = model(test_x).argmax(dim=1) == test_y

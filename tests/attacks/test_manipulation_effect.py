@@ -33,7 +33,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from captum.attr import GuidedBackprop, InputXGradient, IntegratedGradients, Saliency
-from sklearn.datasets import load_digits
 from torch import nn
 
 from captum_robust.attacks import ManipulationAttack, RandomAttack
@@ -72,25 +71,9 @@ class DigitNet(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def setting():
-    data = load_digits()
-    images = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    images = F.interpolate(images, size=16, mode="bilinear", align_corners=False)
-    images = images.clamp(0.0, 1.0)
-    labels = torch.tensor(data.target)
+def setting(digit_trainer):
     torch.manual_seed(0)
-    model = DigitNet()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(3):
-        for batch in torch.randperm(1500, generator=generator).split(64):
-            loss = F.cross_entropy(model(images[batch]), labels[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    model.eval()
-    for p in model.parameters():
-        p.grad = None
+    model, images, labels = digit_trainer(DigitNet(), epochs=3)
     with torch.no_grad():
         accuracy = (model(images[1500:]).argmax(1) == labels[1500:]).float().mean()
     assert accuracy > 0.8
