@@ -18,7 +18,6 @@ and the attention backend is pinned to the math kernel; both are restored on exi
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.overrides import TorchFunctionMode
+from torch.overrides import TorchFunctionMode, _get_current_function_mode_stack
 
 __all__ = ["second_order_safe", "twice_differentiable_hardsigmoid"]
 
@@ -50,9 +49,6 @@ _REPLACEMENTS: dict[Any, Any] = {
     F.hardsigmoid: _hardsigmoid,
     F.hardswish: _hardswish,
 }
-
-
-_state = threading.local()
 
 
 class _TwiceDifferentiableActivations(TorchFunctionMode):
@@ -86,14 +82,16 @@ def second_order_safe() -> Iterator[None]:
     >>> h.shape
     torch.Size([2, 3])
     """
-    if getattr(_state, "depth", 0):
-        # Nested use (an attack's direction around a differentiable attribution):
-        # a second mode on the stack would route every op through Python twice.
+    if any(
+        isinstance(mode, _TwiceDifferentiableActivations)
+        for mode in _get_current_function_mode_stack()
+    ):
+        # Already active (an attack's direction around a differentiable
+        # attribution): a second mode would route every op through Python twice.
+        # The check is on the live stack, not on lexical nesting: inside a mode's
+        # handler (e.g. a custom Function's backward run by a rerouted
+        # ``torch.autograd.grad``) the mode is off and must be pushed again.
         yield
         return
-    _state.depth = 1
-    try:
-        with _TwiceDifferentiableActivations(), sdpa_kernel(SDPBackend.MATH):
-            yield
-    finally:
-        _state.depth = 0
+    with _TwiceDifferentiableActivations(), sdpa_kernel(SDPBackend.MATH):
+        yield

@@ -20,6 +20,7 @@ from captum.attr import (
 from torch import nn
 from torchvision.ops import SqueezeExcitation
 
+from captum_robust._utils.second_order import second_order_safe
 from captum_robust.attr import SmoothGrad, differentiable
 
 
@@ -169,3 +170,36 @@ def test_global_state_restored_on_success_and_failure():
         assert torch._C._len_torch_function_stack() == 0
     finally:
         torch.backends.cuda.enable_mem_efficient_sdp(True)
+
+
+class _RecomputeInBackward(torch.autograd.Function):
+    """Like a checkpoint: the backward recomputes the forward with a graph."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return nn.functional.hardsigmoid(x).detach()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        with torch.enable_grad(), second_order_safe():
+            z = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(
+                nn.functional.hardsigmoid(z).sum(), z, create_graph=True
+            )
+            (h,) = torch.autograd.grad(g.square().sum(), z)
+        return grad * h
+
+
+def test_a_backward_run_inside_the_context_gets_the_context_again():
+    # torch.autograd.grad is itself routed through the mode, whose handler runs
+    # with the mode off: a custom backward that enters the context again must get
+    # the rerouting, not a no-op because the context is lexically open.
+    x = torch.linspace(-2.5, 2.5, 7, requires_grad=True)
+    with second_order_safe():
+        y = _RecomputeInBackward.apply(x).sum()
+        (gx,) = torch.autograd.grad(y, x)
+        assert torch._C._len_torch_function_stack() == 1
+    assert torch.isfinite(gx).all()
+    assert torch._C._len_torch_function_stack() == 0
