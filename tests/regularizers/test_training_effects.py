@@ -137,8 +137,8 @@ def own_topk_attack(model, x, y, steps=15, alpha=1 / 255):
     return best
 
 
-def topk_under_attack(model, x, y):
-    """Mean top-k intersection of saliency maps before and after a top-k attack."""
+def topk_scores_under_attack(model, x, y):
+    """Per-sample top-k intersection of saliency maps before and after an attack."""
     if TopKAttack is not None:
         attack = TopKAttack(
             model,
@@ -153,7 +153,17 @@ def topk_under_attack(model, x, y):
     else:  # pragma: no cover
         x_adv = own_topk_attack(model, x, y)
     before, after = saliency(model, x, y), saliency(model, x_adv, y)
-    return topk_intersection(before, after, TOP_K).mean().item()
+    return topk_intersection(before, after, TOP_K)
+
+
+def assert_significant_gain(ours, base, minimum):
+    """The paired per-sample gain is at least ``minimum`` and its 95% interval
+    excludes zero: a seeded run on another CPU takes another trajectory, so a
+    bare threshold on the mean would test the noise as much as the method."""
+    gain = ours - base
+    mean, half_width = gain.mean(), 2.0 * gain.std() / len(gain) ** 0.5
+    assert mean > minimum, (mean.item(), half_width.item())
+    assert mean - half_width > 0, (mean.item(), half_width.item())
 
 
 @pytest.fixture(scope="module")
@@ -171,9 +181,11 @@ def plain_runs(clean_data):
         if act not in cache:
             torch.manual_seed(0)
             model = train(Net(act), train_data, plain, epochs=6)
+            scores = topk_scores_under_attack(model, x, y)
             cache[act] = {
                 "accuracy": accuracy(model, x, y),
-                "topk": topk_under_attack(model, x, y),
+                "topk": scores.mean().item(),
+                "topk_scores": scores,
             }
         return cache[act]
 
@@ -181,22 +193,25 @@ def plain_runs(clean_data):
 
 
 def report(name, base, ours):
+    base = {key: value for key, value in base.items() if key != "topk_scores"}
     print(f"\n{name}: plain {base}, regularized {ours}")
 
 
 def test_local_gradient_alignment_keeps_top_k_under_attack(clean_data, plain_runs):
     train_data, (x, y, _) = clean_data
-    # The paper's ResNet18 cosine weight; a larger l2 weight than its 0.01 for an
-    # effect within six epochs (its LeNet weights cost too much accuracy here).
-    reg = LocalGradientAlignment(EPS, l2_weight=1.0, cos_weight=0.1, seed=0)
+    # Larger weights than the paper's (l2 0.01, cosine 0.1 on ResNet18) for an
+    # effect within six epochs: with l2 1.0 / cosine 0.1 the gain is 0.08 +- 0.07,
+    # within two standard errors of zero on some CPUs.
+    reg = LocalGradientAlignment(EPS, l2_weight=1.0, cos_weight=0.3, seed=0)
     torch.manual_seed(0)
     model = train(
         Net(softplus), train_data, lambda m, a, b, _: reg.loss(m, a, b), epochs=6
     )
-    ours = {"accuracy": accuracy(model, x, y), "topk": topk_under_attack(model, x, y)}
+    scores = topk_scores_under_attack(model, x, y)
+    ours = {"accuracy": accuracy(model, x, y), "topk": scores.mean().item()}
     base = plain_runs(softplus)
     report("LocalGradientAlignment", base, ours)
-    assert ours["topk"] > base["topk"] + 0.08
+    assert_significant_gain(scores, base["topk_scores"], 0.08)
     assert ours["accuracy"] > 0.5  # chance is 0.25
 
 
@@ -217,10 +232,11 @@ def test_ig_sum_norm_keeps_top_k_under_attack(clean_data, plain_runs):
     model = train(
         Net(nn.ReLU), train_data, lambda m, a, b, _: reg.loss(m, a, b), epochs=6
     )
-    ours = {"accuracy": accuracy(model, x, y), "topk": topk_under_attack(model, x, y)}
+    scores = topk_scores_under_attack(model, x, y)
+    ours = {"accuracy": accuracy(model, x, y), "topk": scores.mean().item()}
     base = plain_runs(nn.ReLU)
     report("IGSumNorm", base, ours)
-    assert ours["topk"] > base["topk"] + 0.1
+    assert_significant_gain(scores, base["topk_scores"], 0.1)
     assert ours["accuracy"] > 0.5
 
 
