@@ -12,11 +12,14 @@ from captum.attr import (
     Attribution,
     Deconvolution,
     DeepLift,
+    DeepLiftShap,
     GradientShap,
     GuidedBackprop,
     GuidedGradCam,
     InputXGradient,
     IntegratedGradients,
+    LayerDeepLift,
+    LayerDeepLiftShap,
     LayerGradCam,
     NeuronDeconvolution,
     NeuronDeepLift,
@@ -36,6 +39,7 @@ from captum_robust.attr._base import (
     check_seed,
     second_order,
 )
+from captum_robust.attr._deeplift import from_captum as _deeplift
 from captum_robust.attr._grad_cam import LayerGradCamAttribution
 from captum_robust.attr._gradient import CaptumGradientAttribution
 from captum_robust.attr._gradient_shap import GradientShapAttribution
@@ -52,7 +56,7 @@ _NOISE_TUNNEL_INNER = _GRADIENT_FUNC_METHODS
 _MODIFIED_RELU = (GuidedBackprop, Deconvolution)
 _SUPPORTED = (
     "Saliency, InputXGradient, IntegratedGradients, GradientShap, LayerGradCam, "
-    "GuidedBackprop, Deconvolution, LRP, GuidedGradCam, "
+    "GuidedBackprop, Deconvolution, LRP, GuidedGradCam, DeepLift, "
     "NoiseTunnel over Saliency / InputXGradient / IntegratedGradients, "
     "captum_robust.attr.SmoothGrad, or a plain callable "
     "fn(inputs, target=None, additional_forward_args=None) that is differentiable"
@@ -72,10 +76,19 @@ _REFUSALS: tuple[tuple[tuple[type, ...], str], ...] = (
         "function, so differentiating through the hooks does not give its derivative",
     ),
     (
-        (DeepLift, NeuronDeepLift, NeuronDeepLiftShap),
-        "it replaces the gradients of nonlinearities by finite-difference multipliers "
-        "(rescale rule) in backward hooks, which autograd cannot differentiate "
-        "correctly with create_graph=True",
+        (DeepLiftShap, LayerDeepLiftShap, NeuronDeepLiftShap),
+        "DeepLiftShap averages DeepLift over a baseline distribution; use "
+        "differentiable(DeepLift(model)) with each baseline and average the maps",
+    ),
+    (
+        (LayerDeepLift, NeuronDeepLift),
+        "only captum.attr.DeepLift itself (attributions to the input) is "
+        "reimplemented; layer and neuron DeepLift are not",
+    ),
+    (
+        (DeepLift,),
+        "only captum.attr.DeepLift itself is reimplemented; a subclass may change "
+        "the rules its hooks apply",
     ),
     (
         (LRP,),
@@ -111,6 +124,7 @@ def _refusal(attribution: object) -> str | None:
     if type(attribution) in _MODIFIED_RELU or type(attribution) in (
         LRP,
         GuidedGradCam,
+        DeepLift,
     ):
         return None
     if isinstance(attribution, (*_GRADIENT_FUNC_METHODS, GradientShap, LayerGradCam)):
@@ -286,9 +300,17 @@ def differentiable(
       differentiable Grad-CAM map interpolated to the input, as Captum combines
       them (see ``GuidedGradCamAttribution``).
 
-    Refused with a ``TypeError`` that says why: DeepLift, DeepLiftShap
-    (backward hooks that are not
-    gradients), every perturbation method (Occlusion, FeatureAblation, Lime,
+    * ``DeepLift`` (``multiply_by_inputs`` either way, ``custom_attribution_func``
+      too): Captum's rescale rule for its nonlinearities (ReLU, ELU, LeakyReLU,
+      Sigmoid, Tanh, Softplus, Softmax) and its maxpool rule, written as an
+      autograd function with a double backward; linear layers pass the plain
+      gradient and any other leaf module is refused, naming it (see
+      ``DeepLiftAttribution``). On a :func:`softplus_surrogate` the rescale rule
+      is applied to the smooth activations, so the map is twice differentiable.
+
+    Refused with a ``TypeError`` that says why: DeepLiftShap (use DeepLift per
+    baseline), subclasses of DeepLift, layer and neuron DeepLift, every
+    perturbation method (Occlusion, FeatureAblation, Lime,
     KernelShap, ShapleyValueSampling, ...: no autograd graph), and any other Captum
     class (layer and neuron methods other than LayerGradCam).
 
@@ -395,6 +417,8 @@ def differentiable(
         return _lrp(attribution)
     if type(attribution) is GuidedGradCam:
         return _guided_grad_cam(attribution)
+    if type(attribution) is DeepLift:
+        return _deeplift(attribution)
     if isinstance(attribution, GradientShap):
         return GradientShapAttribution(
             attribution.forward_func,

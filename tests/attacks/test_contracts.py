@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 from captum.attr import (
-    DeepLift,
+    DeepLiftShap,
     GradientShap,
     IntegratedGradients,
     LayerGradCam,
@@ -107,7 +107,7 @@ def test_running_stats_untouched_while_training_mode(digits):
 
 
 def test_refuses_non_differentiable_attributions(tiny):
-    for attribution in (Occlusion(tiny), DeepLift(tiny)):
+    for attribution in (Occlusion(tiny), DeepLiftShap(tiny)):
         name = type(attribution).__name__
         with pytest.raises(TypeError, match=f"attribution.*{name}"):
             TopKAttack(tiny, attribution)

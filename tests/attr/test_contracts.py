@@ -188,15 +188,15 @@ def _refused(model):
         (Lime(model), "Lime", "perturbation"),
         (KernelShap(model), "KernelShap", "perturbation"),
         (ShapleyValueSampling(model), "ShapleyValueSampling", "perturbation"),
-        (DeepLift(model), "DeepLift", "multipliers"),
-        (DeepLiftShap(model), "DeepLiftShap", "multipliers"),
+        (DeepLiftShap(model), "DeepLiftShap", "average"),
+        (type("DLSub", (DeepLift,), {})(model), "DLSub", "DeepLift itself"),
         (
             type("GGCSub", (GuidedGradCam,), {})(model, model.conv2),
             "GGCSub",
             "GuidedGradCam itself",
         ),
         (type("LRPSub", (LRP,), {})(model), "LRPSub", "LRP itself"),
-        (NoiseTunnel(DeepLift(model)), "NoiseTunnel over DeepLift", "multipliers"),
+        (NoiseTunnel(DeepLift(model)), "NoiseTunnel over DeepLift", "only"),
         (NoiseTunnel(Occlusion(model)), "NoiseTunnel over Occlusion", "perturbation"),
         (NoiseTunnel(GradientShap(model)), "NoiseTunnel over GradientShap", "only"),
         (
