@@ -233,6 +233,14 @@ def _public_modules() -> list[str]:
     return names
 
 
+def _is_metric_class(obj: object) -> bool:
+    try:
+        from torchmetrics import Metric
+    except ImportError:  # pragma: no cover - torchmetrics is a dependency
+        return False
+    return isinstance(obj, type) and issubclass(obj, Metric)
+
+
 def check_coverage(site: Path) -> list[str]:
     """Every public name has an API page; every tutorial has a page."""
     sys.path.insert(0, str(REPO_ROOT))
@@ -247,6 +255,13 @@ def check_coverage(site: Path) -> list[str]:
             page = site / "api" / "generated" / f"{modname}.{name}.html"
             if not page.is_file():
                 problems.append(f"API: no page for {modname}.{name}")
+            elif _is_metric_class(getattr(module, name)):
+                # A streaming metric is used through update() and compute():
+                # its page must document both, wherever they are defined.
+                text = page.read_text(encoding="utf-8")
+                for method in ("update", "compute"):
+                    if f'id="{modname}.{name}.{method}"' not in text:
+                        problems.append(f"API: {modname}.{name} has no {method}()")
     tutorials = _tutorial_sources()
     for source in tutorials:
         page = site / "tutorials" / f"{source.stem}.html"

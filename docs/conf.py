@@ -538,7 +538,20 @@ def _join_continued_lines(app, what, name, obj, options, lines) -> None:
         lines[1:] = [line[indent:] if line.strip() else "" for line in lines[1:]]
 
 
+def _public_bases(app, name, obj, options, bases):
+    """Show a private base (``_PairScore``) as its first public ancestor: the
+    page cannot link to a private class, and its name tells the reader nothing."""
+    public = []
+    for base in bases:
+        if base.__name__.startswith("_"):
+            base = next(c for c in base.__mro__ if not c.__name__.startswith("_"))
+        if base not in public:
+            public.append(base)
+    bases[:] = public
+
+
 def setup(app):
+    app.connect("autodoc-process-bases", _public_bases)
     app.connect("source-read", _fill_autolists)
     app.connect("html-page-context", _page_context)
     app.connect("build-finished", _write_thumbnails)
