@@ -193,7 +193,8 @@ def plain_runs(clean_data):
 
 
 def report(name, base, ours):
-    base = {key: value for key, value in base.items() if key != "topk_scores"}
+    if isinstance(base, dict):
+        base = {key: value for key, value in base.items() if key != "topk_scores"}
     print(f"\n{name}: plain {base}, regularized {ours}")
 
 
