@@ -170,7 +170,7 @@ def test_corrupt_record_line_is_one_line_error(capsys, tmp_path, weights):
 
 
 # A linear model's saliency does not depend on the input: the attack cannot move it.
-@pytest.mark.filterwarnings("ignore:TopKAttack.*never left the input")
+@pytest.mark.filterwarnings("ignore:TopKAttack.*had no attack gradient")
 def test_normalize_happens_inside_the_model(capsys, tmp_path, package):
     args = ["evaluate", "--model", f"{package}.models:channel_means", "--samples"]
     args += ["12", "--batch-size", "12", "--k", "20", "--baseline", "none"]
@@ -234,7 +234,7 @@ def test_bad_combinations_end_in_one_line(capsys, tmp_path, extra, message):
 
 
 # A linear model's saliency does not depend on the input: the attack cannot move it.
-@pytest.mark.filterwarnings("ignore:TopKAttack.*never left the input")
+@pytest.mark.filterwarnings("ignore:TopKAttack.*had no attack gradient")
 def test_target_predicted_and_the_no_sample_exit(capsys, tmp_path, package):
     args = ["evaluate", "--model", f"{package}.models:always_wrong", "--samples"]
     args += ["4", "--batch-size", "4", "--k", "20", "--output", str(tmp_path), *FAST]

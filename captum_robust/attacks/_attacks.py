@@ -107,8 +107,13 @@ attribution, flattened and divided by its sum (so it sums to 1: the losses then
 depend on where the attribution mass is, not on its scale; rank criteria do not
 change).
 
-A sample that never left its input (every update zero, e.g. a ReLU model with
-``surrogate_beta=None``) is marked in ``AttackResult.unmoved`` and counted in a
+Where a sample's attack gradient is exactly zero (a flat point of the loss,
+e.g. the top-k mass of a digit whose whole support is inside the top-k set),
+its step is a seeded random sign step, so no sample stays at its input for lack
+of a gradient. A sample whose gradient was zero at every step (e.g. a ReLU
+model with ``surrogate_beta=None``) was attacked at random only: it is marked in
+``AttackResult.no_gradient``; one that never left its input (the mask leaves no
+pixel free) in ``AttackResult.unmoved``; each is counted in a
 ``RuntimeWarning``. The direction's second-order pass runs under
 ``second_order_safe()`` (hardsigmoid/hardswish rerouted to twice differentiable
 forms, the math attention kernel), so MobileNetV3 and ViT can be attacked.

@@ -571,9 +571,25 @@ class AttributionAttack(Perturbation):
         if n_unmoved and eps > 0:
             warnings.warn(
                 f"{type(self).__name__}: {n_unmoved} of {n_attacked} attacked "
-                "samples never left the input (every update was zero: the loss "
-                "had no gradient there, e.g. a ReLU model with surrogate_beta=None, "
-                "or the mask leaves no pixel free); AttackResult.unmoved marks them.",
+                "samples never left the input (every update was zero or clipped: "
+                "the mask leaves no pixel free, or the bounds hold every step "
+                "back); AttackResult.unmoved marks them.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        live = b.state.get("live_gradient")
+        no_gradient = (
+            ~live
+            if live is not None and n_attacked
+            else torch.zeros(n_attacked, dtype=torch.bool, device=device)
+        )
+        n_no_gradient = int(no_gradient.sum()) if n_attacked else 0
+        if n_no_gradient and eps > 0:
+            warnings.warn(
+                f"{type(self).__name__}: {n_no_gradient} of {n_attacked} attacked "
+                "samples had no attack gradient at any step (e.g. a ReLU model "
+                "with surrogate_beta=None); they moved by random sign steps only, "
+                "as RandomAttack would. AttackResult.no_gradient marks them.",
                 RuntimeWarning,
                 stacklevel=4,
             )
@@ -605,6 +621,7 @@ class AttributionAttack(Perturbation):
             best_restart=restart_full,
             best_step=scatter(best_step, torch.zeros_like(full.label)),
             unmoved=scatter(unmoved, torch.zeros_like(correct)),
+            no_gradient=scatter(no_gradient, torch.zeros_like(correct)),
         )
         return perturbed, result
 
@@ -837,10 +854,45 @@ class AttributionAttack(Perturbation):
                 moves, optimizer["moments"] = _adam(
                     grads, optimizer.get("moments"), step, alpha
                 )
+            moves = self._fallback_moves(moves, grads, b, full, index, alpha, generator)
         return tuple(
             self._project(t.detach() + m, x0, b, i, eps)
             for i, (t, m, x0) in enumerate(zip(x, moves, x0m))
         )
+
+    def _fallback_moves(
+        self,
+        moves: list[Tensor],
+        grads: tuple[Tensor, ...],
+        b: Batch,
+        full: Batch,
+        index: Tensor,
+        alpha: float,
+        generator: torch.Generator | None,
+    ) -> list[Tensor]:
+        """Random sign steps for the samples whose attack gradient is exactly zero.
+
+        A zero gradient is a point where the loss is flat to first order, not an
+        optimum: e.g. the top-k attack on an input-times-gradient map of a digit
+        whose strokes fit in the top-k set (the normalised top-k mass is 1 and
+        ``|a|`` has derivative 0 where the background's attribution is 0). A
+        sign step would leave such a sample at the input for good; a random one
+        moves it where the gradient exists. Samples with a zero gradient at
+        every step are counted in ``b.state["live_gradient"]`` and reported.
+        """
+        dead = torch.stack([g.flatten(1).abs().amax(dim=1) == 0 for g in grads])
+        dead = dead.all(dim=0)
+        live = b.state.get("live_gradient")
+        b.state["live_gradient"] = ~dead if live is None else live | ~dead
+        if not bool(dead.any()):
+            return moves
+        out = []
+        for i, (m, g) in enumerate(zip(moves, grads)):
+            # Drawn for the whole batch, then selected, like RandomAttack's steps.
+            noise = draw("randn", full.x0[i].shape, generator=generator, like=g)
+            noise = alpha * noise.index_select(0, index).sign()
+            out.append(torch.where(dead.view(-1, *([1] * (m.dim() - 1))), noise, m))
+        return out
 
     def _input_gradients(
         self, loss: Tensor, xg: tuple[Tensor, ...], optimizer: dict[str, Any]

@@ -55,12 +55,18 @@ class AttackResult:
         not ``improved``.
     unmoved : Tensor
         bool: the sample was attacked but no iterate ever differed from the
-        input: every update was zero (the loss had no gradient there, e.g. a
-        ReLU model attacked with ``surrogate_beta=None``), the mask leaves no
-        pixel free, or ``epsilon`` is 0. Unlike a sample that is not
+        input: the mask leaves no pixel free, every step was clipped by the
+        bounds, or ``epsilon`` is 0 (steps with a zero gradient are random, see
+        ``no_gradient``). Unlike a sample that is not
         ``improved``, such a sample was never explored. ``perturb`` also warns
         with their count (a ``RuntimeWarning``) when ``epsilon`` > 0. False for
         skipped samples.
+    no_gradient : Tensor or None
+        bool: the sample was attacked but its attack gradient was exactly zero
+        at every step (e.g. a ReLU model attacked with ``surrogate_beta=None``).
+        Steps with a zero gradient are random sign steps, so such a sample was
+        only attacked at random. ``perturb`` warns with their count. None when
+        the result was built without it.
     similarity_before, similarity_after : dict of str to Tensor or None
         :class:`ManipulationAttack` only (None for the other attacks): how close
         the real model's map of the original (before) and of the returned input
@@ -98,6 +104,7 @@ class AttackResult:
     best_restart: Tensor
     best_step: Tensor
     unmoved: Tensor
+    no_gradient: Tensor | None = None
     similarity_before: dict[str, Tensor] | None = None
     similarity_after: dict[str, Tensor] | None = None
 

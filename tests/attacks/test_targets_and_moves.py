@@ -1,9 +1,11 @@
 """Targets are validated by name; no sample is left at x0 for lack of a gradient,
 and every sample that never moved is reported."""
 
+import warnings
+
 import pytest
 import torch
-from captum.attr import IntegratedGradients, Saliency
+from captum.attr import InputXGradient, IntegratedGradients, Saliency
 from torch import nn
 
 from captum_robust.attacks import (
@@ -109,16 +111,17 @@ class _SquaredMassCenter(MassCenterAttack):
 
 def test_mass_center_leaves_no_sample_at_x0_on_a_smooth_model(smooth, smooth_x):
     budget = {"epsilon": 0.05, "step_size": 0.01, "n_steps": 4}
-    # The literal squared loss has zero gradient at x0: samples stay there (all
-    # of them, or all but those where rounding noise between the plain and the
-    # differentiable attribution happens to give a gradient; it varies with the
-    # thread count).
+    # The literal squared loss has zero gradient at x0 (for all samples, or all
+    # but those where rounding noise between the plain and the differentiable
+    # attribution gives one; it varies with the thread count). Its first step
+    # there is the random fallback step, after which the gradient exists: no
+    # sample stays at x0 and none is reported without a gradient.
     old = _SquaredMassCenter(smooth, Saliency(smooth), surrogate_beta=None, **budget)
-    with pytest.warns(RuntimeWarning, match="of 8 attacked samples never left"):
-        stuck, old_result = old.perturb(smooth_x, return_results=True)
-    assert old_result.unmoved.sum() >= 4
-    unmoved = old_result.unmoved
-    assert torch.equal(stuck[unmoved], smooth_x[unmoved])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        moved, old_result = old.perturb(smooth_x, return_results=True)
+    assert not old_result.unmoved.any() and not old_result.no_gradient.any()
+    assert (moved != smooth_x).flatten(1).any(dim=1).all()
 
     attack = MassCenterAttack(smooth, Saliency(smooth), surrogate_beta=None, **budget)
     out, result = attack.perturb(smooth_x, return_results=True)
@@ -148,15 +151,40 @@ def test_mass_center_steps_unchanged_where_the_center_has_moved(digits):
     assert torch.equal(new, old)
 
 
-def test_unmoved_samples_are_reported(tiny, tiny_x):
+def test_samples_without_an_attack_gradient_are_reported(tiny, tiny_x):
     # A ReLU model attacked without a surrogate: the saliency map's input
-    # gradient is zero, so no sign step moves anything.
+    # gradient is zero at every step, so every step is a random sign step.
     attack = TopKAttack(tiny, Saliency(tiny), k=5, surrogate_beta=None, **FAST)
-    with pytest.warns(RuntimeWarning, match="4 of 4 attacked samples never left"):
+    with pytest.warns(RuntimeWarning, match="4 of 4 attacked samples had no attack"):
         out, result = attack.perturb(tiny_x, return_results=True)
-    assert torch.equal(out, tiny_x)
-    assert result.unmoved.all() and not result.improved.any()
+    assert result.no_gradient.all() and not result.unmoved.any()
+    assert ((out - tiny_x).abs() <= FAST["epsilon"] + 1e-6).all()
+    # The random steps are those of the generator: the same seed, the same input.
+    again = TopKAttack(tiny, Saliency(tiny), k=5, surrogate_beta=None, **FAST)
+    with pytest.warns(RuntimeWarning):
+        assert torch.equal(again.perturb(tiny_x), out)
 
+
+def test_a_flat_start_gets_a_random_step_then_the_gradient(digits):
+    # Input x Gradient of a digit on a black background is 0 off the strokes;
+    # with every stroke pixel inside the top-k set the normalised top-k mass is 1
+    # at the input and its gradient is exactly 0 (|a| has derivative 0 at 0).
+    model, x = digits.model, digits.images[:8]
+    black = x.clone()
+    black[black < 0.5] = 0.0
+    k = int((black != 0).flatten(1).sum(1).max()) + 1
+    attack = TopKAttack(model, InputXGradient(model), k=k, **FAST)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        out, result = attack.perturb(black, return_results=True)
+    attacked = ~result.skipped
+    assert attacked.any()
+    assert not result.no_gradient[attacked].any()
+    assert not result.unmoved[attacked].any()
+    assert result.improved[attacked].any()
+
+
+def test_unmoved_samples_are_reported(tiny, tiny_x):
     # With the surrogate every sample moves; a sample whose mask is empty does not,
     # and a skipped sample is reported as skipped, not unmoved.
     attack = TopKAttack(tiny, Saliency(tiny), k=5, **FAST)
