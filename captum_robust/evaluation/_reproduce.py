@@ -109,8 +109,8 @@ class ReproduceSettings:
     def quick(cls, seed: int = 0) -> ReproduceSettings:
         """Reduced settings, each stated by :meth:`reductions`.
 
-        Measured at about 15 CPU-minutes at one thread (22 minutes of wall time
-        on a loaded machine; docs/reproduction.md has the run): the robust
+        Measured at 11 minutes of wall time on 2 CPU cores (17.5 CPU-minutes;
+        docs/reproduction.md has the run): the robust
         models fine-tune the natural one for one epoch, the path regularizers
         use 4 path points, the attacks run on 100 test images.
         """
@@ -272,8 +272,15 @@ def _recipes(s: ReproduceSettings) -> dict[str, tuple[Callable, LossFn]]:
 
     def madry(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         attack = PGD(model, lower_bound=0.0, upper_bound=1.0)
+        # A leaf that requires gradients: Captum's PGD warns on every call
+        # otherwise ("did not already require gradients"), to no purpose here.
         x_adv = attack.perturb(
-            x, s.epsilon, pgd_step, s.train_pgd_steps, y, random_start=True
+            x.detach().requires_grad_(True),
+            s.epsilon,
+            pgd_step,
+            s.train_pgd_steps,
+            y,
+            random_start=True,
         ).detach()
         return F.cross_entropy(model(x_adv), y)
 
@@ -339,7 +346,7 @@ def _pgd_correct(
     batches = list(zip(x.split(100), y.split(100)))
     for xb, yb in tqdm(batches, desc=f"{name} PGD accuracy", disable=not progress):
         x_adv = attack.perturb(
-            xb,
+            xb.detach().requires_grad_(True),
             s.epsilon,
             s.pgd_eval_step_size,
             s.pgd_eval_steps,
