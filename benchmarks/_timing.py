@@ -26,6 +26,25 @@ def best_time(fn: Callable[[], object], *, repeats: int = 5, device="cpu") -> fl
     return best
 
 
+def interleaved_best_times(
+    fns: list[Callable[[], object]], *, repeats: int = 15, device="cpu"
+) -> list[float]:
+    """Best wall time of each function, the functions run in turn ``repeats`` times
+    after one warm-up each: a slow spell of the machine hits all of them alike, so
+    their ratio is steadier than from separate runs."""
+    for fn in fns:
+        fn()
+    synchronize(device)
+    best = [float("inf")] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
+
+
 def report(name: str, ours: float, reference: float, target: str) -> None:
     print(
         f"{name:<48} ours {ours * 1e3:9.1f} ms   reference {reference * 1e3:9.1f} ms"

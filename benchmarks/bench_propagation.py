@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _timing import best_time, synchronize
+from _timing import interleaved_best_times, synchronize
 from captum.attr import LRP, GuidedBackprop
 from torch import nn
 
@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
     dev = torch.device(args.device)
     model = make_cnn(args.size, beta=10.0).to(dev)
@@ -125,11 +125,11 @@ def main() -> None:
         g_ref = step(lambda z, t, f=ref_fn: f(model, z, t), x, target)
         diff = (g_ours - g_ref).abs().max().item()
         scale = g_ref.abs().max().item()
-        t_ours = best_time(
-            lambda f=ours_fn: step(f, x, target), repeats=args.repeats, device=dev
-        )
-        t_ref = best_time(
-            lambda r=ref_fn: step(lambda z, t: r(model, z, t), x, target),
+        t_ours, t_ref = interleaved_best_times(
+            [
+                lambda f=ours_fn: step(f, x, target),
+                lambda r=ref_fn: step(lambda z, t: r(model, z, t), x, target),
+            ],
             repeats=args.repeats,
             device=dev,
         )

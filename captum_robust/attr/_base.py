@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import torch
@@ -359,3 +360,25 @@ def concat_rows(parts: list[Any]) -> Any:
     if isinstance(first, Tensor):
         return torch.cat(parts)
     return tuple(concat_rows([p[i] for p in parts]) for i in range(len(first)))
+
+
+_MISSING = object()
+
+
+@contextlib.contextmanager
+def patched_forwards(
+    forwards: dict[nn.Module, Callable[..., Any]],
+) -> Iterator[None]:
+    """Each module's ``forward`` replaced (as an instance attribute) inside the
+    context; restored on exit, on success and failure. Hooks keep running."""
+    saved = {m: m.__dict__.get("forward", _MISSING) for m in forwards}
+    try:
+        for m, fn in forwards.items():
+            m.forward = fn  # type: ignore[method-assign]
+        yield
+    finally:
+        for m, old in saved.items():
+            if old is _MISSING:
+                m.__dict__.pop("forward", None)
+            else:
+                m.forward = old  # type: ignore[method-assign]

@@ -29,7 +29,6 @@ zero.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -64,6 +63,7 @@ from captum_robust.attr._base import (
     check_target,
     check_target_range,
     create_graph_gradients,
+    patched_forwards,
     second_order,
     tracked_inputs,
 )
@@ -74,7 +74,6 @@ __all__ = ["LRPAttribution"]
 _PASS_THROUGH = (*SUPPORTED_NON_LINEAR_LAYERS, nn.Softplus)
 # Exact classes: a subclass of a rule may redefine its hooks.
 _RULES = (EpsilonRule, GammaRule, Alpha1_Beta0_Rule, IdentityRule)
-_MISSING = object()
 
 
 def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -204,25 +203,6 @@ class _RuleLayer(torch.autograd.Function):
             for a, c in zip(acts, vjps, strict=True)
         )
         return (None, *rel, *nones)
-
-
-@contextlib.contextmanager
-def _patched_forwards(
-    forwards: dict[nn.Module, Callable[..., Any]],
-) -> Iterator[None]:
-    """Each module's ``forward`` replaced (as an instance attribute) inside the
-    context; restored on exit, on success and failure. Hooks keep running."""
-    saved = {m: m.__dict__.get("forward", _MISSING) for m in forwards}
-    try:
-        for m, fn in forwards.items():
-            m.forward = fn  # type: ignore[method-assign]
-        yield
-    finally:
-        for m, old in saved.items():
-            if old is _MISSING:
-                m.__dict__.pop("forward", None)
-            else:
-                m.forward = old  # type: ignore[method-assign]
 
 
 class LRPAttribution(DifferentiableAttribution):
@@ -446,7 +426,7 @@ class LRPAttribution(DifferentiableAttribution):
         }
         forwards.update({m: pass_forward(m) for m in passes})
         try:
-            with torch.enable_grad(), _patched_forwards(forwards):
+            with torch.enable_grad(), patched_forwards(forwards):
                 grads = create_graph_gradients(
                     wrapped, tracked, target, additional_forward_args
                 )

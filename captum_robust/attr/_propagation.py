@@ -20,6 +20,7 @@ from captum._utils.common import (
 )
 from captum.attr import Deconvolution, GuidedBackprop
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from captum_robust.attr._base import (
     DifferentiableAttribution,
@@ -28,46 +29,73 @@ from captum_robust.attr._base import (
     check_inputs,
     check_target,
     create_graph_gradients,
+    patched_forwards,
     second_order,
     tracked_inputs,
 )
+from captum_robust.attr._graph import has_curvature
 
 __all__ = ["ModifiedReluAttribution"]
 
 
-def _activation_derivative(module: nn.Module, x: Tensor) -> Tensor:
-    """d act / dx at ``x`` for an nn.ReLU or the surrogate's nn.Softplus."""
+def _guided_rule(module: nn.Module, grad: Tensor, x: Tensor) -> Tensor:
+    """``relu(grad * act'(x))`` for an nn.ReLU or the surrogate's nn.Softplus."""
     if isinstance(module, nn.Softplus):
-        bx = module.beta * x
-        # nn.Softplus is the identity above the threshold, so its slope is 1 there.
-        return torch.where(bx > module.threshold, torch.ones_like(x), torch.sigmoid(bx))
-    return (x > 0).to(x.dtype)
+        # Softplus' slope. Above its threshold nn.Softplus switches to the identity
+        # (slope 1), from which sigmoid differs by under 2e-9 (sigmoid(20) at the
+        # default threshold); the switch would cost a comparison and a select in
+        # both backward passes for no visible difference.
+        scaled = grad * torch.sigmoid(x * module.beta)
+    else:
+        scaled = torch.ops.aten.threshold_backward(grad, x, 0)
+    return torch.relu(scaled)
 
 
 class _ModifiedRelu(torch.autograd.Function):
     """Value ``y`` of the first (plain) pass; backward to the second pass's input
-    ``x2``: the guided or deconvolution rule at the first pass's input ``x``.
+    ``x2``: the guided or deconvolution rule at the first pass's input ``x``, and
+    to ``y`` its incoming gradient unchanged.
 
     The rule reads ``x`` from the plain pass, so differentiating the map again goes
-    through the true activations, not through the rule."""
+    through the true activations, not through the rule. The edge to ``y`` carries
+    the plain pass's graph into the rule pass: a functional nonlinearity there
+    (whose gradient the map keeps, as Captum does) is then differentiated again
+    through the true network. That edge is given only when the network is curved
+    outside the replaced activations (otherwise the term is zero and following it
+    would cost a backward through the rule pass). ``x`` travels outside the
+    function's inputs, so the rule pass is tied to the user's inputs only through
+    ``y``."""
 
     @staticmethod
     def forward(
-        ctx: Any, x2: Tensor, x: Tensor, y: Tensor, module: nn.Module, guided: bool
+        ctx: Any,
+        x2: Tensor,
+        y: Tensor,
+        x: tuple[Tensor],
+        module: nn.Module,
+        guided: bool,
     ):  # type: ignore[override]
-        ctx.save_for_backward(x)
+        # A tensor argument would be an input edge of this node; in a tuple it is
+        # only read by the backward, whose graph then reaches the plain pass.
+        ctx.x = x[0]
         ctx.module = module
         ctx.guided = guided
+        ctx.set_materialize_grads(False)
         return y.detach().clone()
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
-        if not ctx.guided:
+    def backward(ctx: Any, grad: Tensor | None):  # type: ignore[override]
+        if grad is None:
+            return None, None, None, None, None
+        to_y = grad if ctx.needs_input_grad[1] else None
+        if not ctx.needs_input_grad[0]:
+            rule = None
+        elif ctx.guided:
+            rule = _guided_rule(ctx.module, grad, ctx.x)
+        else:
             # Deconvolution: the ReLU's backward is a ReLU of the incoming signal.
-            return torch.relu(grad), None, None, None, None
-        (x,) = ctx.saved_tensors
-        rule = torch.relu(grad * _activation_derivative(ctx.module, x))
-        return rule, None, None, None, None
+            rule = torch.relu(grad)
+        return rule, to_y, None, None, None
 
 
 @contextlib.contextmanager
@@ -191,23 +219,50 @@ class ModifiedReluAttribution(DifferentiableAttribution):
 
         kinds = (nn.ReLU, nn.Softplus)
         seen: dict[int, list[tuple[Tensor, Tensor]]] = {}
+        replaced: list[object] = []
 
         def record(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
             seen.setdefault(id(module), []).append((x, y))
+            if y.grad_fn is not None:
+                replaced.append(y.grad_fn)
             return y
 
-        def rule(module: nn.Module, x2: Tensor, y2: Tensor) -> Tensor:
-            x, y = seen[id(module)].pop(0)
-            return _ModifiedRelu.apply(x2, x, y, module, guided)
+        def rule_forward(module: nn.Module) -> Callable[..., Tensor]:
+            def forward(x2: Tensor) -> Tensor:
+                # The value is the plain pass's; the module's own activation is
+                # not computed a second time.
+                x, y = seen[id(module)].pop(0)
+                return _ModifiedRelu.apply(
+                    x2, y if curved else y.detach(), (x,), module, guided
+                )
+
+            return forward
 
         tracked = _format_tensor_into_tuples(tracked_inputs(inputs))
         with torch.enable_grad():
             # A plain pass gives the activations' inputs with their true graph.
             with replaced_activations(model, kinds, record):
-                _run_forward(model, tracked, None, additional_forward_args)
-        with torch.enable_grad(), replaced_activations(model, kinds, rule):
+                outputs = _run_forward(model, tracked, None, additional_forward_args)
+        fixed_norms = not any(
+            m.training for m in model.modules() if isinstance(m, _BatchNorm)
+        )
+        # Only a network that is curved outside the replaced activations needs
+        # the plain pass's graph inside the rule pass (see ``_ModifiedRelu``).
+        curved = isinstance(outputs, Tensor) and has_curvature(
+            outputs,
+            [t for t in tracked if t.requires_grad],
+            skip=replaced,
+            fixed_norms=fixed_norms,
+        )
+        # Floating inputs get a fresh leaf: the map is the gradient at that leaf,
+        # and its graph reaches the user's inputs through the plain pass only.
+        rule_inputs = tuple(
+            t.detach().requires_grad_() if t.is_floating_point() else t for t in tracked
+        )
+        forwards = {m: rule_forward(m) for m in model.modules() if isinstance(m, kinds)}
+        with torch.enable_grad(), patched_forwards(forwards):
             grads = create_graph_gradients(
-                model, tracked, target, additional_forward_args
+                model, rule_inputs, target, additional_forward_args
             )
         return _format_output(isinstance(inputs, tuple), grads)
 

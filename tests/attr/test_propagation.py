@@ -84,3 +84,64 @@ def test_guided_grad_cam_equal_captum_and_differentiable(mode):
     assert torch.autograd.gradcheck(f, (xx,), fast_mode=True)
     with pytest.raises(TypeError, match="`interpolate_mode`"):
         ggc.attribute(x, target=0, interpolate_mode=1)
+
+
+class _Gated(nn.Module):
+    """ReLU modules plus nonlinearities Guided Backprop keeps: a squeeze-excitation
+    gate (a product of two data-dependent factors), a functional SiLU and a
+    layer norm."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.gate = nn.Linear(4, 4)
+        self.norm = nn.LayerNorm(4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.relu(self.conv(x))
+        h = h * torch.sigmoid(self.gate(h.mean((2, 3))))[:, :, None, None]
+        h = nn.functional.silu(h).mean((2, 3))
+        return self.head(self.relu(self.norm(h)))
+
+
+@pytest.mark.parametrize("cls", [GuidedBackprop, Deconvolution])
+def test_second_derivative_follows_nonlinearities_the_rule_keeps(cls):
+    torch.manual_seed(0)
+    m = _Gated().double().eval()
+    x = torch.randn(
+        3, 2, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2)
+    )
+    ours = differentiable(cls(m)).attribute(x, target=[0, 1, 2])
+    torch.testing.assert_close(ours.detach(), cls(m).attribute(x, target=[0, 1, 2]))
+    smooth = differentiable(cls(m)).with_forward_func(softplus_surrogate(m, beta=3.0))
+    xx = x[:1].clone().requires_grad_()
+    f = lambda z: smooth.attribute(z, target=1)  # noqa: E731
+    # Without the plain pass's graph inside the rule pass, the gate's, SiLU's and
+    # the layer norm's curvature would be missing from this Jacobian.
+    assert torch.autograd.gradcheck(f, (xx,))
+
+
+def test_curvature_is_told_from_the_first_pass_graph():
+    from captum_robust.attr._graph import has_curvature
+
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    w = torch.randn(5, 3, 3, 3, requires_grad=True)
+    flat = nn.functional.max_pool2d(torch.relu(nn.functional.conv2d(x, w)), 2)
+    assert not has_curvature(flat.flatten(1) @ torch.randn(5, 2), [x])
+    assert not has_curvature((x * w.sum()).mean(), [x])  # parameter factor
+    assert has_curvature(x * x, [x])
+    assert has_curvature(torch.sigmoid(x), [x])
+    assert has_curvature(torch.ones(3) / x.sum(), [x])  # denominator
+    assert not has_curvature(x.sum() / torch.full((3,), 2.0), [x])
+    s = nn.functional.softplus(x)
+    assert not has_curvature(s.sum(), [x], skip=[s.grad_fn])
+    assert has_curvature(s.sum(), [x])
+    # Curvature that does not reach the inputs does not count.
+    assert not has_curvature(x.sum() * torch.sigmoid(w).sum(), [x])
+    bn = nn.functional.batch_norm(x, None, None, training=True)
+    assert has_curvature(bn.sum(), [x], fixed_norms=False)
+    # A non-leaf input stops the walk: what produced it is not the model's.
+    z = torch.sigmoid(x)
+    assert not has_curvature(2 * z, [z])
