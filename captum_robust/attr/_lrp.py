@@ -316,6 +316,15 @@ class LRPAttribution(DifferentiableAttribution):
         with torch.enable_grad():
             modified = {m: _modified_params(m, rule) for m, (_, rule) in rules.items()}
         busy = [False]
+        # Without modified weights the rule pass sees the plain pass's values, so
+        # an activation's output there is the one recorded here (unless an
+        # in-place operation has rewritten it since).
+        same_values = not any(modified.values())
+        values: dict[nn.Module, list[tuple[Tensor, int]]] = {}
+
+        def record_value(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            if isinstance(output, Tensor):
+                values.setdefault(module, []).append((output.detach(), output._version))
 
         def pre_hook(module: nn.Module, args: tuple[Any, ...]) -> Any:
             if busy[0]:
@@ -359,6 +368,9 @@ class LRPAttribution(DifferentiableAttribution):
             for layer in rules:
                 handles.append(layer.register_forward_pre_hook(pre_hook))
                 handles.append(layer.register_forward_hook(hook))
+            if same_values:
+                for layer in passes:
+                    handles.append(layer.register_forward_hook(record_value))
             with torch.enable_grad():
                 outputs = _run_forward(model, tracked, None, additional_forward_args)
         finally:
@@ -395,10 +407,20 @@ class LRPAttribution(DifferentiableAttribution):
 
         def pass_forward(module: nn.Module) -> Callable[..., Tensor]:
             cls_forward = type(module).forward
+            inplace = getattr(module, "inplace", False)
 
             def forward(x: Tensor) -> Tensor:
-                with torch.no_grad():
-                    value = cls_forward(module, x.detach().clone())
+                queue = values.get(module)
+                value = None
+                if queue:
+                    recorded, version = queue.pop(0)
+                    if recorded._version == version and recorded.shape == x.shape:
+                        value = recorded
+                if value is None:
+                    with torch.no_grad():
+                        value = cls_forward(
+                            module, x.detach().clone() if inplace else x.detach()
+                        )
                 # Relevance passes unchanged; the value is Captum's second pass's.
                 return x + (value - x.detach())
 

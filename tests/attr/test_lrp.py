@@ -159,3 +159,28 @@ def test_layer_used_twice_refused():
     m = nn.Sequential(lin, nn.ReLU(), lin).double()
     with pytest.raises(ValueError, match="runs more than once"):
         differentiable(LRP(m)).attribute(torch.randn(2, 3, dtype=torch.float64), 0)
+
+
+class _RewrittenActivation(nn.Module):
+    """An (eval-mode) Dropout output shifted in place, then a functional ReLU whose
+    mask reads the shifted value: the rule pass must not reuse the value recorded
+    before the shift."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(4, 6)
+        self.act = nn.Dropout()
+        self.fc2 = nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = self.act(self.fc1(x))
+        h -= 0.7
+        return self.fc2(torch.relu(h))
+
+
+def test_activation_rewritten_in_place_is_recomputed():
+    torch.manual_seed(0)
+    m = _RewrittenActivation().double().eval()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    ours = differentiable(LRP(m)).attribute(x, target=1)
+    torch.testing.assert_close(ours.detach(), LRP(m).attribute(x, target=1))
