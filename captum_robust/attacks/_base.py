@@ -884,7 +884,10 @@ class AttributionAttack(Perturbation):
         dead = dead.all(dim=0)
         live = b.state.get("live_gradient")
         b.state["live_gradient"] = ~dead if live is None else live | ~dead
-        if not bool(dead.any()):
+        # On an accelerator the noise is drawn at every step, needed or not: asking
+        # first would cost a device-to-host synchronisation per step. On the CPU
+        # asking is free, and the generator is only drawn from when a sample is flat.
+        if dead.device.type == "cpu" and not bool(dead.any()):
             return moves
         out = []
         for i, (m, g) in enumerate(zip(moves, grads)):
