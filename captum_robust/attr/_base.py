@@ -109,6 +109,17 @@ def second_order(method: FuncT) -> FuncT:
     return wrapper  # type: ignore[return-value]
 
 
+def check_module(forward_func: object, why: str = "") -> None:
+    """Refuse a ``forward_func`` that is not an nn.Module; ``why`` says what the
+    method needs the module for."""
+    if not isinstance(forward_func, nn.Module):
+        reason = f": {why}" if why else ""
+        raise TypeError(
+            f"`forward_func` must be an nn.Module{reason}, got "
+            f"{type(forward_func).__name__}."
+        )
+
+
 def check_inputs(inputs: object, name: str = "inputs") -> tuple[Tensor, ...]:
     """``inputs`` as a tuple of tensors with one non-empty batch dimension."""
     xs = as_tensor_tuple(inputs, name)

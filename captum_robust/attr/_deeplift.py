@@ -40,6 +40,7 @@ from captum_robust.attr._base import (
     check_bool,
     check_forward_func,
     check_inputs,
+    check_module,
     check_target,
     check_target_range,
     second_order,
@@ -350,11 +351,7 @@ class DeepLiftAttribution(DifferentiableAttribution):
         multiply_by_inputs: bool = True,
         eps: float = 1e-10,
     ) -> None:
-        if not isinstance(forward_func, nn.Module):
-            raise TypeError(
-                "`forward_func` must be an nn.Module: DeepLift's rules belong to its "
-                f"layers, got {type(forward_func).__name__}."
-            )
+        check_module(forward_func, "DeepLift's rules belong to its layers")
         super().__init__(forward_func)
         self.multiply_by_inputs = check_bool(multiply_by_inputs, "multiply_by_inputs")
         self.eps = check_number(eps, "eps", minimum=0.0)

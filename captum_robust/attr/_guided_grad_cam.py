@@ -15,6 +15,7 @@ from captum_robust.attr._base import (
     check_bool,
     check_forward_func,
     check_inputs,
+    check_module,
     check_target,
     second_order,
 )
@@ -131,11 +132,7 @@ attribute_to_layer_input
         """The same method bound to ``forward_func``; the layer is looked up by
         name as in ``LayerGradCamAttribution.with_forward_func``."""
         check_forward_func(forward_func)
-        if not isinstance(forward_func, nn.Module):
-            raise TypeError(
-                "`forward_func` must be an nn.Module, got "
-                f"{type(forward_func).__name__}."
-            )
+        check_module(forward_func)
         cam = self._cam.with_forward_func(forward_func, layer=layer)
         return GuidedGradCamAttribution(forward_func, cam.layer)
 

@@ -60,6 +60,7 @@ from captum_robust.attr._base import (
     check_bool,
     check_forward_func,
     check_inputs,
+    check_module,
     check_target,
     check_target_range,
     create_graph_gradients,
@@ -259,11 +260,7 @@ class LRPAttribution(DifferentiableAttribution):
     method = "LRP"
 
     def __init__(self, forward_func: nn.Module) -> None:
-        if not isinstance(forward_func, nn.Module):
-            raise TypeError(
-                "`forward_func` must be an nn.Module: LRP's rules belong to its "
-                f"layers, got {type(forward_func).__name__}."
-            )
+        check_module(forward_func, "LRP's rules belong to its layers")
         super().__init__(forward_func)
         # Up front: an unsupported layer is an error now, not in the first call.
         _rules_without_mode_check(forward_func)

@@ -27,6 +27,7 @@ from captum_robust.attr._base import (
     TensorOrTuple,
     check_forward_func,
     check_inputs,
+    check_module,
     check_target,
     create_graph_gradients,
     patched_forwards,
@@ -179,11 +180,7 @@ class ModifiedReluAttribution(DifferentiableAttribution):
     """
 
     def __init__(self, forward_func: nn.Module, guided: bool) -> None:
-        if not isinstance(forward_func, nn.Module):
-            raise TypeError(
-                "`forward_func` must be an nn.Module: the rule is attached to its "
-                f"ReLU modules, got {type(forward_func).__name__}."
-            )
+        check_module(forward_func, "the rule is attached to its ReLU modules")
         super().__init__(forward_func)
         self.guided = guided
         self.method = "GuidedBackprop" if guided else "Deconvolution"
