@@ -20,6 +20,12 @@ PGD steps). The path-integral regularizers also run in a single pass
 (``internal_batch_size = n_steps * batch``, the computation before they processed
 the path in passes) at the time-column setting, for the time ratio of the two.
 
+With glibc's adaptive mmap threshold the peak RSS of many passes includes
+allocator slack that grows with the number of passes: at 96x96 pixels the
+EnhancedAttributionRegularizer step's peak grew from 377 to 428 MiB between 10
+and 40 path points, and stayed at 280-283 MiB with
+``--malloc-mmap-threshold 131072`` (cross-entropy 90 MiB), at 2-2.6x the time.
+
 Run with ``make bench`` or ``python benchmarks/bench_regularizers.py``. On 2
 shared CPU cores one 50-point step took about 10 minutes (IGNorm) to 30
 (Enhanced); ``--skip-memory-claim`` leaves those out, ``--memory-steps`` lowers
@@ -66,6 +72,8 @@ CASES = (
     "TopGAP",
 )
 TARGET_MEMORY = "<= 3x"
+# glibc's mmap threshold for the workers (None: glibc's adaptive default).
+MMAP_THRESHOLD: list[int | None] = [None]
 
 
 def _rss_bytes() -> int:
@@ -163,7 +171,10 @@ def run_case(case, n_steps, single_pass, repeats, threads) -> dict:
     ]  # fmt: skip
     if single_pass:
         command.append("--single-pass")
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    env = dict(os.environ)
+    if MMAP_THRESHOLD[0] is not None:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(MMAP_THRESHOLD[0])
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode:
         raise RuntimeError(f"{case} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -179,7 +190,16 @@ def main() -> None:
     parser.add_argument("--time-steps", type=int, default=4)
     parser.add_argument("--memory-steps", type=int, default=50)
     parser.add_argument("--skip-memory-claim", action="store_true")
+    parser.add_argument(
+        "--malloc-mmap-threshold",
+        type=int,
+        default=None,
+        help="bytes; fixes glibc's mmap threshold in the workers, so that freed "
+        "large blocks go back to the system and the peak RSS counts live memory "
+        "rather than allocator slack (slower: every large block is mapped afresh)",
+    )
     args = parser.parse_args()
+    MMAP_THRESHOLD[0] = args.malloc_mmap_threshold
     if args.case:
         worker(args.case, args.n_steps, args.single_pass, args.repeats, args.threads)
         return
