@@ -81,6 +81,7 @@ class _ModifiedRelu(torch.autograd.Function):
         ctx.x = x[0]
         ctx.module = module
         ctx.guided = guided
+        ctx.ruled = False
         ctx.set_materialize_grads(False)
         return y.detach().clone()
 
@@ -89,7 +90,12 @@ class _ModifiedRelu(torch.autograd.Function):
         if grad is None:
             return None, None, None, None, None
         to_y = grad if ctx.needs_input_grad[1] else None
-        if not ctx.needs_input_grad[0]:
+        # The rule is the map's own backward, taken once inside ``attribute``. A
+        # later backward through this node differentiates the map, whose value
+        # here is ``y``'s whatever ``x2`` is: passing the rule on to ``x2`` then
+        # would add a false term through the rule pass's layers to their weights.
+        first, ctx.ruled = not ctx.ruled, True
+        if not first or not ctx.needs_input_grad[0]:
             rule = None
         elif ctx.guided:
             rule = _guided_rule(ctx.module, grad, ctx.x)

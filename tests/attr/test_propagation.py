@@ -145,3 +145,31 @@ def test_curvature_is_told_from_the_first_pass_graph():
     # A non-leaf input stops the walk: what produced it is not the model's.
     z = torch.sigmoid(x)
     assert not has_curvature(2 * z, [z])
+
+
+@pytest.mark.parametrize("make", [_net, lambda: _Gated().double().eval()])
+def test_parameter_gradient_matches_finite_difference(make):
+    # Regularizers differentiate the map in the weights: with or without the
+    # plain pass's graph inside the rule pass, that derivative must be exact.
+    torch.manual_seed(0)
+    m = softplus_surrogate(make(), beta=3.0)
+    gb = differentiable(GuidedBackprop(m))
+    g = torch.Generator().manual_seed(4)
+    shape = (2, 2, 6, 6) if make is _net else (2, 2, 5, 5)
+    x = torch.randn(shape, dtype=torch.float64, generator=g)
+    weight = next(p for p in m.parameters() if p.dim() == 4)
+    direction = torch.randn(weight.shape, dtype=torch.float64, generator=g)
+
+    def loss() -> torch.Tensor:
+        return gb.attribute(x, target=1).pow(2).sum()
+
+    (grad,) = torch.autograd.grad(loss(), weight)
+    h = 1e-6
+    with torch.no_grad():
+        weight += h * direction
+        up = loss()
+        weight -= 2 * h * direction
+        down = loss()
+        weight += h * direction
+    numeric = (up - down) / (2 * h)
+    torch.testing.assert_close((grad * direction).sum(), numeric, rtol=1e-5, atol=1e-9)
