@@ -63,8 +63,8 @@ def hand_lrp(model: nn.Sequential, x: torch.Tensor, target: torch.Tensor):
     grad = torch.zeros_like(h).scatter(1, target[:, None], 1.0)
     for a, z in zip(reversed(acts), reversed(outs), strict=True):
         grad = grad.reshape(z.shape)
-        sign = torch.where(z.detach() < 0, -1.0, 1.0)
-        (c,) = torch.autograd.grad(z, a, grad / (z + 1e-9 * sign), create_graph=True)
+        shift = torch.where(z.detach() < 0, -1e-9, 1e-9)
+        (c,) = torch.autograd.grad(z, a, grad / (z + shift), create_graph=True)
         grad = a * c
     rel = grad.reshape(x.shape)
     # Relevance propagated from 1 at the target, scaled by the output (Captum).

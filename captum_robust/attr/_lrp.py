@@ -171,11 +171,13 @@ class _RuleLayer(torch.autograd.Function):
     rule passes ``g``."""
 
     @staticmethod
-    def forward(ctx: Any, spec: tuple[int, float, bool], *tensors: Tensor):  # type: ignore[override]
-        n = spec[0]
-        ctx.spec = spec
+    def forward(ctx: Any, spec: tuple[int, float, bool, bool], *tensors: Tensor):  # type: ignore[override]
+        n, copy = spec[0], spec[3]
+        ctx.spec = spec[:3]
         ctx.save_for_backward(*tensors[n:])
-        return tensors[-1].detach().clone()
+        # Without ``copy`` an alias of the saved z: the rule pass replays the
+        # plain pass, where no in-place operation rewrote the layer's output.
+        return tensors[-1].detach().clone() if copy else tensors[-1].detach()
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
@@ -186,8 +188,8 @@ class _RuleLayer(torch.autograd.Function):
         if identity:
             return (None, *(grad for _ in range(n)), *nones)
         # Captum's stabiliser: sign(0) counts as +1, so z = 0 is divided by eps.
-        sign = torch.where(z.detach() < 0, -1.0, 1.0).to(z.dtype)
-        s = grad / (z + eps * sign)
+        shift = torch.where(z.detach() < 0, z.new_full((), -eps), z.new_full((), eps))
+        s = grad / (z + shift)
         with torch.enable_grad():
             vjps = torch.autograd.grad(
                 z,
@@ -204,6 +206,19 @@ class _RuleLayer(torch.autograd.Function):
             for a, c in zip(acts, vjps, strict=True)
         )
         return (None, *rel, *nones)
+
+
+class _Relay(torch.autograd.Function):
+    """Forward: a given value (in a list, so autograd does not take it for an
+    input). Backward: the gradient unchanged, to ``x``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, value: list[Tensor]) -> Tensor:  # type: ignore[override]
+        return value[0]
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor):  # type: ignore[override]
+        return grad, None
 
 
 class LRPAttribution(DifferentiableAttribution):
@@ -307,7 +322,7 @@ class LRPAttribution(DifferentiableAttribution):
                 print(f"Applied {rule} on layer {layer}")
         passes = tuple(_layers_pass_through(model))
 
-        records: dict[nn.Module, tuple[tuple[Tensor, ...], Tensor]] = {}
+        records: dict[nn.Module, tuple[Any, ...]] = {}
         # Outside the model's forward, so that a surrogate's function mode does not
         # take the weights' clamp for a piecewise-linear activation.
         with torch.enable_grad():
@@ -354,10 +369,10 @@ class LRPAttribution(DifferentiableAttribution):
                     busy[0] = False
             else:
                 z = output
-            records[module] = (acts, z)
-            # Later in-place operations (an in-place ReLU, resnet's `out +=`) must
-            # not rewrite the saved output.
-            return output.clone()
+            # Later in-place operations (an in-place ReLU, resnet's `out +=`) may
+            # rewrite the output: its version tells the rule pass.
+            records[module] = (args, acts, z, output, output._version)
+            return None
 
         tracked = _format_tensor_into_tuples(tracked_inputs(inputs))
         handles = []
@@ -392,19 +407,24 @@ class LRPAttribution(DifferentiableAttribution):
                         f"layer {name!r} ran in the rule pass but not in the plain "
                         "pass; LRP needs a deterministic forward."
                     )
-                acts, z = records.pop(module)
+                plain_args, acts, z, output, version = records.pop(module)
                 a2 = tuple(a for a in args if isinstance(a, Tensor))
                 if len(a2) != len(acts):
                     raise RuntimeError(f"layer {name!r} got different inputs.")
                 for t, a in zip(a2, acts, strict=True):
                     _times_activation(t, a, identity)
-                return _RuleLayer.apply((len(acts), eps, identity), *a2, *acts, z)
+                rewritten = output._version != version
+                if rewritten and z is output:
+                    # The plain output was rewritten in place: the layer again,
+                    # on the plain pass's inputs (its forward, not the patch).
+                    z = type(module).forward(module, *plain_args)
+                spec = (len(acts), eps, identity, rewritten)
+                return _RuleLayer.apply(spec, *a2, *acts, z)
 
             return forward
 
         def pass_forward(module: nn.Module) -> Callable[..., Tensor]:
             cls_forward = type(module).forward
-            inplace = getattr(module, "inplace", False)
 
             def forward(x: Tensor) -> Tensor:
                 queue = values.get(module)
@@ -415,11 +435,11 @@ class LRPAttribution(DifferentiableAttribution):
                         value = recorded
                 if value is None:
                     with torch.no_grad():
-                        value = cls_forward(
-                            module, x.detach().clone() if inplace else x.detach()
-                        )
+                        # On a copy: the layer may return its input (Dropout in
+                        # eval mode) and the rule pass may rewrite this output.
+                        value = cls_forward(module, x.detach().clone())
                 # Relevance passes unchanged; the value is Captum's second pass's.
-                return x + (value - x.detach())
+                return _Relay.apply(x, [value])
 
             return forward
 

@@ -184,3 +184,54 @@ def test_activation_rewritten_in_place_is_recomputed():
     x = torch.randn(5, 4, dtype=torch.float64)
     ours = differentiable(LRP(m)).attribute(x, target=1)
     torch.testing.assert_close(ours.detach(), LRP(m).attribute(x, target=1))
+
+
+class _ResidualInPlace(nn.Module):
+    """resnet's block: an in-place ReLU on a batch norm's output and `out +=` on
+    another's, so both plain outputs are rewritten after their layers ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 2, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(2)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(2, 2, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(2)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2, 3)
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += x
+        return self.fc(self.gap(self.relu2(out)).flatten(1))
+
+
+@pytest.mark.parametrize("gamma", [False, True])
+def test_outputs_rewritten_in_place_equal_captum(gamma):
+    torch.manual_seed(0)
+    m = _ResidualInPlace().double()
+    with torch.no_grad():
+        for bn in (m.bn1, m.bn2):
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
+    m.eval()
+
+    def set_rules():
+        if gamma:
+            m.bn2.rule = GammaRule(gamma=0.3)
+            m.conv1.rule = GammaRule(gamma=0.2)
+
+    x = _x(3)
+    set_rules()
+    ours = differentiable(LRP(m)).attribute(x, target=[0, 1, 2])
+    set_rules()
+    theirs = LRP(m).attribute(x, target=[0, 1, 2])
+    torch.testing.assert_close(ours.detach(), theirs, rtol=1e-9, atol=1e-12)
+    set_rules()
+    smooth = differentiable(LRP(m)).with_forward_func(softplus_surrogate(m, beta=3.0))
+    z = x[:1].clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda t: smooth.attribute(t, target=1), (z,), fast_mode=True
+    )
