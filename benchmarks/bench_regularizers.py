@@ -60,7 +60,9 @@ from captum_robust.regularizers import (
 )
 
 EPS = 8 / 255
-BATCH, SIZE, CLASSES = 8, 224, 10
+BATCH, CLASSES = 8, 10
+# Image side; --size changes it (quick memory studies at a smaller size).
+SIZE = [224]
 PATH_CASES = ("IGNorm", "IGSumNorm", "EnhancedAttributionRegularizer")
 CASES = (
     "cross-entropy",
@@ -139,10 +141,11 @@ def worker(case: str, n_steps: int, single_pass: bool, repeats: int, threads: in
     torch.manual_seed(0)
     model = resnet18(num_classes=CLASSES).train()
     gen = torch.Generator().manual_seed(0)
-    x = torch.rand(BATCH, 3, SIZE, SIZE, generator=gen)
+    size = SIZE[0]
+    x = torch.rand(BATCH, 3, size, size, generator=gen)
     y = torch.randint(0, CLASSES, (BATCH,), generator=gen)
-    mask = torch.zeros(BATCH, SIZE, SIZE, dtype=torch.bool)
-    mask[:, 56:168, 56:168] = True
+    mask = torch.zeros(BATCH, size, size, dtype=torch.bool)
+    mask[:, size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = True
     loss_fn, model = _loss_fn(case, model, n_steps, single_pass)
     opt = torch.optim.SGD(model.parameters(), lr=1e-4)
 
@@ -168,6 +171,7 @@ def run_case(case, n_steps, single_pass, repeats, threads) -> dict:
     command = [
         sys.executable, __file__, "--case", case, "--n-steps", str(n_steps),
         "--repeats", str(repeats), "--threads", str(threads),
+        "--size", str(SIZE[0]),
     ]  # fmt: skip
     if single_pass:
         command.append("--single-pass")
@@ -187,6 +191,7 @@ def main() -> None:
     parser.add_argument("--single-pass", action="store_true")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--size", type=int, default=224, help="image side (pixels)")
     parser.add_argument("--time-steps", type=int, default=4)
     parser.add_argument("--memory-steps", type=int, default=50)
     parser.add_argument("--skip-memory-claim", action="store_true")
@@ -200,12 +205,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     MMAP_THRESHOLD[0] = args.malloc_mmap_threshold
+    SIZE[0] = args.size
     if args.case:
         worker(args.case, args.n_steps, args.single_pass, args.repeats, args.threads)
         return
 
     print(
-        f"resnet18, {BATCH}x3x{SIZE}x{SIZE}, CPU, {args.threads} torch threads; "
+        f"resnet18, {BATCH}x3x{SIZE[0]}x{SIZE[0]}, CPU, {args.threads} torch threads; "
         "peak memory = peak RSS of a fresh process minus its RSS before the step"
     )
     ce = run_case("cross-entropy", 0, False, args.repeats, args.threads)

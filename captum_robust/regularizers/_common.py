@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from captum_robust._utils.memory import release_freed_host_memory
 from captum_robust._utils.targets import check_class_indices
 from captum_robust._utils.validation import (
     FLOAT_DTYPES,
@@ -565,6 +566,7 @@ class _ChunkedPath(torch.autograd.Function):
                 )  # fmt: skip
                 spec.n_sums = len(out) - spec.holds_last(i1)
                 out = [o.detach() for o in out]
+                release_freed_host_memory(device)
                 if s0 != block_start:
                     block_start, current = s0, out
                     blocks.append(current)
@@ -636,6 +638,10 @@ class _ChunkedPath(torch.autograd.Function):
                 end_parts[-1] = _add(end_parts[-1], full[1])
             for j, g in enumerate(full[2:]):
                 param_grads[j] = _add(param_grads[j], g)
+            # The pass's graph is gone: its pages go back to the system, so the
+            # peak does not grow with the number of passes (see the helper).
+            del result, pairs
+            release_freed_host_memory(device)
         return (
             None,
             _cat(start_parts) if needs[0] else None,
