@@ -20,16 +20,19 @@ PGD steps). The path-integral regularizers also run in a single pass
 (``internal_batch_size = n_steps * batch``, the computation before they processed
 the path in passes) at the time-column setting, for the time ratio of the two.
 
-With glibc's adaptive mmap threshold the peak RSS of many passes includes
-allocator slack that grows with the number of passes: at 96x96 pixels the
-EnhancedAttributionRegularizer step's peak grew from 377 to 428 MiB between 10
-and 40 path points, and stayed at 280-283 MiB with
-``--malloc-mmap-threshold 131072`` (cross-entropy 90 MiB), at 2-2.6x the time.
+Freed pages inside glibc's heaps stay resident, so the peak RSS of many passes
+would include fragmentation that grows with the number of passes; the path
+passes hand them back (``malloc_trim``) after each pass. At 96x96 pixels the
+EnhancedAttributionRegularizer step's peak went from 323 MiB (10 path points)
+to 379 MiB (40) without that, and from 307 to 318 MiB with it.
+``--malloc-mmap-threshold`` fixes glibc's mmap threshold in the workers, which
+counts live memory only (at 2-2.6x the time).
 
 Run with ``make bench`` or ``python benchmarks/bench_regularizers.py``. On 2
-shared CPU cores one 50-point step took about 10 minutes (IGNorm) to 30
+shared CPU cores one 50-point step took about 2.5 minutes (IGNorm) to 13
 (Enhanced); ``--skip-memory-claim`` leaves those out, ``--memory-steps`` lowers
-the number of path points (pass memory does not depend on it).
+the number of path points (pass memory does not depend on it), ``--size`` the
+image side.
 """
 
 from __future__ import annotations
