@@ -22,9 +22,11 @@ the path in passes) at the time-column setting, for the time ratio of the two.
 
 Freed pages inside glibc's heaps stay resident, so the peak RSS of many passes
 would include fragmentation that grows with the number of passes; the path
-passes hand them back (``malloc_trim``) after each pass. At 96x96 pixels the
-EnhancedAttributionRegularizer step's peak went from 323 MiB (10 path points)
-to 379 MiB (40) without that, and from 307 to 318 MiB with it.
+passes hand them back (``malloc_trim``, at most once a second). At 96x96
+pixels the EnhancedAttributionRegularizer step's peak went from 323 MiB (10
+path points) to 379 MiB (40) without that, from 307 to 318 MiB when trimming
+after every pass, and from 366 to 379 MiB at most once a second (runs vary by
+about 40 MiB; at 224x224 every pass takes longer than a second).
 ``--malloc-mmap-threshold`` fixes glibc's mmap threshold in the workers, which
 counts live memory only (at 2-2.6x the time).
 

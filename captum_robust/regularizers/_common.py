@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captum_robust._utils.memory import release_freed_host_memory
+from captum_robust._utils.memory import HostMemoryGuard
 from captum_robust._utils.targets import check_class_indices
 from captum_robust._utils.validation import (
     FLOAT_DTYPES,
@@ -554,6 +554,7 @@ class _ChunkedPath(torch.autograd.Function):
         blocks: list[list[Tensor]] = []
         current: list[Tensor] | None = None
         block_start = -1
+        guard = HostMemoryGuard(device)
         with torch.enable_grad():
             for s0, s1, i0, i1 in spec.chunks(b):
                 rng.append(_rng_state(device))
@@ -566,7 +567,7 @@ class _ChunkedPath(torch.autograd.Function):
                 )  # fmt: skip
                 spec.n_sums = len(out) - spec.holds_last(i1)
                 out = [o.detach() for o in out]
-                release_freed_host_memory(device)
+                guard.after_pass()
                 if s0 != block_start:
                     block_start, current = s0, out
                     blocks.append(current)
@@ -594,6 +595,7 @@ class _ChunkedPath(torch.autograd.Function):
         end_parts: list[Tensor] = []
         block_start = -1
         devices = [device] if device.type == "cuda" else []
+        guard = HostMemoryGuard(device)
         for (s0, s1, i0, i1), (cpu_rng, cuda_rng) in zip(spec.chunks(b), ctx.rng):
             rows = slice(s0, s1)
             outs = [None if g is None else g[rows] for g in grad_outputs]
@@ -638,10 +640,10 @@ class _ChunkedPath(torch.autograd.Function):
                 end_parts[-1] = _add(end_parts[-1], full[1])
             for j, g in enumerate(full[2:]):
                 param_grads[j] = _add(param_grads[j], g)
-            # The pass's graph is gone: its pages go back to the system, so the
-            # peak does not grow with the number of passes (see the helper).
+            # The pass's graph is gone: fragmentation must not make the peak
+            # grow with the number of passes (see the guard).
             del result, pairs
-            release_freed_host_memory(device)
+            guard.after_pass()
         return (
             None,
             _cat(start_parts) if needs[0] else None,

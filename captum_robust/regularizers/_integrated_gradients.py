@@ -246,10 +246,11 @@ class IGNorm(_AdversarialIG):
     computation keeps no graph; the backward pass recomputes one pass at a time
     with its double-backward graph and frees it before the next, so memory does
     not grow with ``n_steps``, at the price of one more forward and backward
-    pass over the path. On the CPU each pass's freed pages are handed back to
-    the system (glibc's ``malloc_trim``), so that heap fragmentation does not
-    make the peak resident memory grow with the number of passes either. Loss and gradients are those of a
-    single pass up to rounding, dropout included (each pass's random state is
+    pass over the path. On the CPU freed pages are handed back to the system
+    between passes (glibc's ``malloc_trim``, at most once a second), so that
+    heap fragmentation does not make the peak resident memory grow with the
+    number of passes either. Loss and gradients are those of a single pass up
+    to rounding, dropout included (each pass's random state is
     replayed); batch normalisation in training mode normalises each pass with
     its own statistics. Under DistributedDataParallel the passes run on the
     wrapped module (a recomputation must not call the wrapper); the gradients

@@ -299,22 +299,36 @@ def test_internal_batch_size_is_checked(cls, value, error):
         cls(internal_batch_size=value)
 
 
-def test_every_pass_hands_freed_host_memory_back(monkeypatch):
-    # malloc_trim after each pass, forward and recomputation: without it the
-    # peak resident set grows with the number of passes (glibc fragmentation).
+def test_every_pass_reports_to_the_host_memory_guard(monkeypatch):
+    # Without the guard the peak resident set grows with the number of passes
+    # (glibc fragmentation): each pass, forward and recomputation, reports.
     from captum_robust.regularizers import _common
 
-    devices = []
-    monkeypatch.setattr(_common, "release_freed_host_memory", devices.append)
+    passes = []
+
+    class Counting(_common.HostMemoryGuard):
+        def after_pass(self):
+            passes.append(self.active)
+
+    monkeypatch.setattr(_common, "HostMemoryGuard", Counting)
     model, (x, y) = drop_net(), data()
     reg = IGNorm(0.1, n_steps=4, approx_factor=2, attack_steps=0, seed=0)
     reg.internal_batch_size = 3  # one point (3 samples) per pass: 4 passes
     reg.loss(model, x, y).backward()
-    assert devices == [x.device] * 8
+    assert len(passes) == 8
 
 
-def test_release_freed_host_memory_only_on_the_cpu():
-    from captum_robust._utils.memory import _MALLOC_TRIM, release_freed_host_memory
+def test_host_memory_guard_trims_at_most_once_per_interval(monkeypatch):
+    from captum_robust._utils import memory
 
-    assert release_freed_host_memory(torch.device("cpu")) is (_MALLOC_TRIM is not None)
-    assert release_freed_host_memory(torch.device("meta")) is False
+    calls = []
+    monkeypatch.setattr(memory, "_MALLOC_TRIM", calls.append)
+    clock = iter([0.0, 0.5, 1.2, 1.2, 1.5, 2.3, 2.3, 3.0])
+    monkeypatch.setattr(memory.time, "monotonic", lambda: next(clock))
+    guard = memory.HostMemoryGuard(torch.device("cpu"), interval=1.0)  # t = 0
+    for _ in range(4):  # at t = 0.5 (no), 1.2 (trim), 1.5 (no), 2.3 (trim)
+        guard.after_pass()
+    assert calls == [0, 0] and guard.trims == 2
+    off = memory.HostMemoryGuard(torch.device("meta"))
+    off.after_pass()
+    assert not off.active and off.trims == 0
