@@ -75,6 +75,7 @@ class _ModifiedRelu(torch.autograd.Function):
         x: tuple[Tensor],
         module: nn.Module,
         guided: bool,
+        copy: bool,
     ):  # type: ignore[override]
         # A tensor argument would be an input edge of this node; in a tuple it is
         # only read by the backward, whose graph then reaches the plain pass.
@@ -83,12 +84,14 @@ class _ModifiedRelu(torch.autograd.Function):
         ctx.guided = guided
         ctx.ruled = False
         ctx.set_materialize_grads(False)
-        return y.detach().clone()
+        # Without ``copy`` an alias: the rule pass replays the plain pass, where no
+        # in-place operation rewrote ``y`` (its version says so).
+        return y.detach().clone() if copy else y.detach()
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor | None):  # type: ignore[override]
         if grad is None:
-            return None, None, None, None, None
+            return None, None, None, None, None, None
         to_y = grad if ctx.needs_input_grad[1] else None
         # The rule is the map's own backward, taken once inside ``attribute``. A
         # later backward through this node differentiates the map, whose value
@@ -102,7 +105,7 @@ class _ModifiedRelu(torch.autograd.Function):
         else:
             # Deconvolution: the ReLU's backward is a ReLU of the incoming signal.
             rule = torch.relu(grad)
-        return rule, to_y, None, None, None
+        return rule, to_y, None, None, None, None
 
 
 @contextlib.contextmanager
@@ -221,11 +224,11 @@ class ModifiedReluAttribution(DifferentiableAttribution):
         guided = self.guided
 
         kinds = (nn.ReLU, nn.Softplus)
-        seen: dict[int, list[tuple[Tensor, Tensor]]] = {}
+        seen: dict[int, list[tuple[Tensor, Tensor, int]]] = {}
         replaced: list[object] = []
 
         def record(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-            seen.setdefault(id(module), []).append((x, y))
+            seen.setdefault(id(module), []).append((x, y, y._version))
             if y.grad_fn is not None:
                 replaced.append(y.grad_fn)
             return y
@@ -234,9 +237,15 @@ class ModifiedReluAttribution(DifferentiableAttribution):
             def forward(x2: Tensor) -> Tensor:
                 # The value is the plain pass's; the module's own activation is
                 # not computed a second time.
-                x, y = seen[id(module)].pop(0)
+                x, y, version = seen[id(module)].pop(0)
+                rewritten = y._version != version
+                if rewritten:
+                    # The plain output was rewritten in place after the
+                    # activation ran: the activation again, on its plain input.
+                    inplace = getattr(module, "inplace", False)
+                    y = type(module).forward(module, x.clone() if inplace else x)
                 return _ModifiedRelu.apply(
-                    x2, y if curved else y.detach(), (x,), module, guided
+                    x2, y if curved else y.detach(), (x,), module, guided, rewritten
                 )
 
             return forward

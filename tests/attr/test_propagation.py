@@ -173,3 +173,39 @@ def test_parameter_gradient_matches_finite_difference(make):
         weight += h * direction
     numeric = (up - down) / (2 * h)
     torch.testing.assert_close((grad * direction).sum(), numeric, rtol=1e-5, atol=1e-9)
+
+
+class _ShiftedActivation(nn.Module):
+    """Softplus outputs shifted after the activation ran, in place or not."""
+
+    def __init__(self, inplace: bool) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1 = nn.Linear(4, 6)
+        self.act = nn.Softplus(beta=3.0)
+        self.fc2 = nn.Linear(6, 3)
+        self.inplace = inplace
+
+    def forward(self, x):
+        h = self.act(self.fc1(x))
+        if self.inplace:
+            h += 0.3
+        else:
+            h = h + 0.3
+        return self.fc2(h * h)
+
+
+@pytest.mark.parametrize("cls", [GuidedBackprop, Deconvolution])
+def test_activation_output_rewritten_in_place(cls):
+    # The rule pass must not hand on an alias of an output that the plain pass
+    # rewrote: the in-place network gives the out-of-place one's map and gradient.
+    x = torch.randn(5, 4, dtype=torch.float64)
+    results = []
+    for inplace in (True, False):
+        m = _ShiftedActivation(inplace).double()
+        z = x.clone().requires_grad_()
+        attr = differentiable(cls(m)).attribute(z, target=1)
+        (g,) = torch.autograd.grad(attr.pow(2).sum(), z)
+        results.append((attr.detach(), g))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    torch.testing.assert_close(results[0][1], results[1][1])
