@@ -9,8 +9,18 @@ makes it match a target map, and :class:`RandomAttack` is the random baseline
 with the same budget. All run one shared loop, vectorised over the batch, with
 directions from a softplus surrogate and selection on the real model; they work
 with ``captum.robust.AttackComparator`` and ``MinParamPerturbation``.
+
+:func:`robust_accuracy` (with :func:`pgd_cross_entropy`) measures the
+prediction's own robustness with a cross-entropy PGD on the logits, the
+adversary to use where ``captum.robust.PGD``'s default loss, written for
+probabilities, would give a number that depends on the logits' offset.
 """
 
+from captum_robust.attacks._adversary import (
+    RobustAccuracy,
+    pgd_cross_entropy,
+    robust_accuracy,
+)
 from captum_robust.attacks._attacks import (
     ManipulationAttack,
     MassCenterAttack,
@@ -25,6 +35,9 @@ __all__ = [
     "ManipulationAttack",
     "MassCenterAttack",
     "RandomAttack",
+    "RobustAccuracy",
     "TargetedAttack",
     "TopKAttack",
+    "pgd_cross_entropy",
+    "robust_accuracy",
 ]

@@ -622,6 +622,10 @@ class AttributionAttack(Perturbation):
             best_step=scatter(best_step, torch.zeros_like(full.label)),
             unmoved=scatter(unmoved, torch.zeros_like(correct)),
             no_gradient=scatter(no_gradient, torch.zeros_like(correct)),
+            random_steps=scatter(
+                b.state.get("random_steps", torch.zeros_like(index)),
+                torch.zeros_like(full.label),
+            ),
         )
         return perturbed, result
 
@@ -884,6 +888,8 @@ class AttributionAttack(Perturbation):
         dead = dead.all(dim=0)
         live = b.state.get("live_gradient")
         b.state["live_gradient"] = ~dead if live is None else live | ~dead
+        taken = b.state.get("random_steps")
+        b.state["random_steps"] = dead.long() if taken is None else taken + dead
         # On an accelerator the noise is drawn at every step, needed or not: asking
         # first would cost a device-to-host synchronisation per step. On the CPU
         # asking is free, and the generator is only drawn from when a sample is flat.

@@ -67,6 +67,11 @@ class AttackResult:
         Steps with a zero gradient are random sign steps, so such a sample was
         only attacked at random. ``perturb`` warns with their count. None when
         the result was built without it.
+    random_steps : Tensor or None
+        int64: the steps, over all restarts, at which the sample's attack
+        gradient was exactly zero, so that it took a random sign step instead
+        (0 for skipped samples). A sample whose every step was random is also
+        ``no_gradient``. None when the result was built without it.
     similarity_before, similarity_after : dict of str to Tensor or None
         :class:`ManipulationAttack` only (None for the other attacks): how close
         the real model's map of the original (before) and of the returned input
@@ -105,6 +110,7 @@ class AttackResult:
     best_step: Tensor
     unmoved: Tensor
     no_gradient: Tensor | None = None
+    random_steps: Tensor | None = None
     similarity_before: dict[str, Tensor] | None = None
     similarity_after: dict[str, Tensor] | None = None
 

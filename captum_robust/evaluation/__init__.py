@@ -8,9 +8,13 @@ from captum_robust.evaluation._evaluate import (
 )
 from captum_robust.evaluation._records import RecordLog, RecordsMismatchError
 from captum_robust.evaluation._report import ReportRow, format_table, write_report
+from captum_robust.evaluation._reproduce import run_reproduction
+from captum_robust.evaluation._reproduce_settings import CHEN_MNIST, ReproduceSettings
+from captum_robust.evaluation._reproduce_training import load_mnist_subset, mnist_model
 from captum_robust.evaluation._summary import summarize
 
 __all__ = [
+    "CHEN_MNIST",
     "DemoSettings",
     "METRICS",
     "EvaluationResult",
@@ -18,9 +22,13 @@ __all__ = [
     "RecordsMismatchError",
     "demo_model",
     "ReportRow",
+    "ReproduceSettings",
     "evaluate_robustness",
     "format_table",
+    "load_mnist_subset",
+    "mnist_model",
     "run_demo",
+    "run_reproduction",
     "summarize",
     "write_report",
 ]
