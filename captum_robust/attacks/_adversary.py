@@ -110,6 +110,24 @@ def _project(
     return adv if bounds is None else adv.clamp(*bounds)
 
 
+def _ascent_objective(logits: Tensor, labels: Tensor) -> Tensor:
+    """Per-sample cross-entropy, or the margin where its gradient is exactly zero.
+
+    Where the softmax saturates, the true class's probability rounds to 1 and
+    every other one to 0, so the cross-entropy's gradient is exactly zero and a
+    sign step stays put. Its direction then tends to that of the margin
+    ``max_{j != y} z_j - z_y``, which is ascended instead: same sign steps in
+    the limit, none lost to rounding.
+    """
+    ce = F.cross_entropy(logits, labels, reduction="none")
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    others = logits.scatter(1, labels[:, None], float("-inf"))
+    margin = others.amax(dim=1) - true
+    with torch.no_grad():
+        saturated = logits.softmax(dim=1).gather(1, labels[:, None]).squeeze(1) == 1
+    return torch.where(saturated, margin, ce)
+
+
 def pgd_cross_entropy(
     model: nn.Module,
     inputs: Tensor,
@@ -128,7 +146,10 @@ def pgd_cross_entropy(
     sign steps of ``step_size`` on the per-sample cross-entropy, projecting
     into the ball around ``inputs`` and into ``bounds`` after each. Unlike
     ``captum.robust.PGD`` with its default loss, the result does not depend on
-    an offset of the logits, and no small gradient is zeroed. The model runs
+    an offset of the logits, and no small gradient is zeroed. A sample whose
+    softmax is saturated (its cross-entropy gradient is exactly zero in
+    floating point) ascends the margin ``max_{j != y} z_j - z_y`` instead, the
+    direction the cross-entropy's tends to there. The model runs
     in the mode it is in (train mode during adversarial training, so batch
     norm sees the adversarial batch); only gradients with respect to the
     perturbed inputs are taken, so no parameter's ``.grad`` changes.
@@ -193,7 +214,7 @@ def pgd_cross_entropy(
             adv.requires_grad_(True)
             logits = _check_logits(model(adv), labels)
             # Summed, not averaged: each sample's step is its own, whatever the batch.
-            loss = F.cross_entropy(logits.float(), labels, reduction="sum")
+            loss = _ascent_objective(logits.float(), labels).sum()
             (grad,) = torch.autograd.grad(loss, adv)
             adv = _project(adv.detach() + step_size * grad.sign(), x, epsilon, bounds)
     return adv.detach()

@@ -158,6 +158,8 @@ def test_samples_without_an_attack_gradient_are_reported(tiny, tiny_x):
     with pytest.warns(RuntimeWarning, match="4 of 4 attacked samples had no attack"):
         out, result = attack.perturb(tiny_x, return_results=True)
     assert result.no_gradient.all() and not result.unmoved.any()
+    # Every step of every sample was a random one, and is counted.
+    assert torch.equal(result.random_steps, result.steps)
     assert ((out - tiny_x).abs() <= FAST["epsilon"] + 1e-6).all()
     # The random steps are those of the generator: the same seed, the same input.
     again = TopKAttack(tiny, Saliency(tiny), k=5, surrogate_beta=None, **FAST)
@@ -180,6 +182,10 @@ def test_a_flat_start_gets_a_random_step_then_the_gradient(digits):
     attacked = ~result.skipped
     assert attacked.any()
     assert not result.no_gradient[attacked].any()
+    # The flat start costs a random first step, and the gradient takes over.
+    assert (result.random_steps[attacked] >= 1).all()
+    assert (result.random_steps[attacked] < result.steps[attacked]).all()
+    assert (result.random_steps[result.skipped] == 0).all()
     assert not result.unmoved[attacked].any()
     assert result.improved[attacked].any()
 
