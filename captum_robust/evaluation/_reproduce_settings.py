@@ -52,7 +52,7 @@ class ReproduceSettings:
     --------
     >>> from captum_robust.evaluation import ReproduceSettings
     >>> ReproduceSettings.default().paired_images
-    100
+    200
     >>> ReproduceSettings.full().reg_path_points
     50
     """
@@ -92,7 +92,7 @@ class ReproduceSettings:
     surrogate_beta: float = 1.0
     attack_k: int = 200
     metric_k: int = 100
-    paired_images: int = 100
+    paired_images: int = 200
     pgd_eval_steps: int = 40
     pgd_eval_step_size: float = 0.01
     pgd_eval_restarts: int = 1
@@ -175,7 +175,7 @@ class ReproduceSettings:
         epochs from scratch; PGD-AT with 10 training PGD steps and an epsilon
         ramp; the IG regularizers warm-started from PGD-AT for 3 epochs at
         Chen's learning rate with 10 path points and 5 inner steps; attacks
-        of 50 steps on 10-point IG over 100 paired images.
+        of 50 steps on 10-point IG over 200 paired images.
         """
         return cls(seed=seed)
 
