@@ -32,7 +32,7 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
     if len(t) < 2:
         return mean, math.nan, math.nan
     se = t.std().item() / math.sqrt(len(t))
-    half = stats.t.ppf(0.975, len(t) - 1) * se
+    half = float(stats.t.ppf(0.975, len(t) - 1)) * se
     return mean, mean - half, mean + half
 
 
