@@ -235,6 +235,15 @@ class RobustAccuracy:
         (N,) bool per sample, in loader order, on the CPU.
     clean_correct : Tensor
         (N,) bool per sample without attack.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from captum_robust.attacks import RobustAccuracy
+    >>> correct = torch.tensor([True, False])
+    >>> r = RobustAccuracy(0.5, 1.0, correct, torch.ones(2, dtype=torch.bool))
+    >>> float(r), int(r.correct.sum())
+    (0.5, 1)
     """
 
     accuracy: float

@@ -24,6 +24,14 @@ CHEN_MNIST: dict[str, Any] = {
     "top-k attack": "3 restarts of 100 steps of 0.01, k 200 in the attack, "
     "100 in the metric, selection by Kendall",
 }
+"""Chen et al.'s MNIST settings, the reference of :meth:`ReproduceSettings.reductions`.
+
+Examples
+--------
+>>> from captum_robust.evaluation import CHEN_MNIST
+>>> CHEN_MNIST["training steps"]
+100000
+"""
 
 NETWORKS = ("mid", "madry")
 
