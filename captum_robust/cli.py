@@ -259,6 +259,10 @@ def _reproduce(args: argparse.Namespace) -> int:
         raise CommandError(
             "--methods must include NATURAL (the baseline of every effect)"
         )
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise CommandError(
+            f"--device {args.device} requested but CUDA is not available"
+        )
     _check_output(Path(args.output))
     if args.quick:
         preset = ReproduceSettings.quick
@@ -271,6 +275,7 @@ def _reproduce(args: argparse.Namespace) -> int:
             args.output,
             preset(seed=args.seed),
             methods=methods,
+            device=args.device,
             progress=not args.quiet,
         )
     except ValueError as exc:
@@ -879,6 +884,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reproduce.add_argument(
         "--seed", type=_non_negative_int, default=0, help="seed of every random step"
+    )
+    reproduce.add_argument(
+        "--device", default="cpu", help="where to train and evaluate (cpu, cuda, ...)"
     )
     reproduce.add_argument("--quiet", action="store_true", help="no progress bars")
     reproduce.set_defaults(handler=_reproduce)

@@ -240,6 +240,11 @@ def test_no_image_every_model_classifies_is_a_clear_error(tmp_path, monkeypatch)
         run_reproduction(tmp_path, s, methods=("NATURAL",), progress=False, log=str)
 
 
+def test_a_bad_device_is_named(tmp_path):
+    with pytest.raises(ValueError, match="`device`"):
+        run_reproduction(tmp_path, TINY, methods=("NATURAL",), device="gpu0", log=str)
+
+
 def test_cli_rejects_unknown_methods(tmp_path, capsys):
     code = main(
         [

@@ -112,11 +112,12 @@ def _trained_model(
     progress: bool,
     log: Callable[[str], None],
 ) -> tuple[nn.Module, dict[str, Any]]:
-    recipe = recipes(s)[name]
-    model = recipe.build()
+    device = data[0].device
+    recipe = recipes(s, device)[name]
+    model = recipe.build().to(device)
     path = _checkpoint(out, name)
     if path.exists():
-        saved = torch.load(path, map_location="cpu", weights_only=False)
+        saved = torch.load(path, map_location=device, weights_only=False)
         if saved["settings"] != s.as_dict():
             raise ValueError(
                 f"the checkpoint {path} was trained with other settings; use another "
@@ -220,7 +221,7 @@ def _attack_records(
         ),
         "RandomAttack": RandomAttack(model, ig, **common),
     }
-    index = torch.tensor(images, dtype=torch.long)
+    index = torch.tensor(images, dtype=torch.long, device=x_test.device)
     xs, ys = x_test[index], y_test[index]
     saved: dict[str, Any] = {"images": images}
     for attack_name, attack in attacks.items():
@@ -264,6 +265,7 @@ def run_reproduction(
     settings: ReproduceSettings | None = None,
     *,
     methods: Sequence[str] = METHODS,
+    device: str | torch.device | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -290,6 +292,9 @@ def run_reproduction(
     methods : sequence of str
         Among :data:`METHODS`; NATURAL is required. PGD-AT is trained too
         when a warm-started IG regularizer needs it.
+    device : str or torch.device, optional
+        Where to train and evaluate (default: the CPU). Checkpoints load onto
+        it, so a run can be resumed on another device.
     progress : bool, default True
         Progress bars (with the time left) for every stage.
     log : callable, default print
@@ -307,9 +312,15 @@ def run_reproduction(
             f"`settings` must be a ReproduceSettings, got {type(s).__name__}."
         )
     methods = _check_methods(methods)
+    try:
+        device = torch.device("cpu" if device is None else device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"`device` {device!r} is not a device: {exc}") from exc
     out = _prepare_output(output, s)
     wall = time.perf_counter()
-    x, y, x_test, y_test = load_mnist_subset(s.seed, s.train_size, s.test_size)
+    x, y, x_test, y_test = (
+        t.to(device) for t in load_mnist_subset(s.seed, s.train_size, s.test_size)
+    )
     attackable = s.test_size - s.monitor_size
     held_out = (x_test[attackable:], y_test[attackable:])
     log(

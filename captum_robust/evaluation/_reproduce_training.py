@@ -163,7 +163,9 @@ def _cross_entropy(model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor
     return F.cross_entropy(model(x), y)
 
 
-def recipes(s: ReproduceSettings) -> dict[str, Recipe]:
+def recipes(
+    s: ReproduceSettings, device: torch.device | None = None
+) -> dict[str, Recipe]:
     """Every method's network, loss, schedule and start, from the settings."""
 
     def dense() -> nn.Module:
@@ -179,7 +181,8 @@ def recipes(s: ReproduceSettings) -> dict[str, Recipe]:
         # k: a quarter of the 7x7 positions, a prior on a digit's extent.
         return replace_global_pool(gap(), s.top_gap_k)
 
-    madry_generator = torch.Generator().manual_seed(method_seed(s.seed, "PGD-AT"))
+    madry_generator = torch.Generator(device=device or "cpu")
+    madry_generator.manual_seed(method_seed(s.seed, "PGD-AT"))
 
     def madry(model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
         x_adv = pgd_cross_entropy(
@@ -386,7 +389,7 @@ def train(
         for epoch in range(1, recipe.epochs + 1):
             model.train()
             losses = torch.zeros((), dtype=torch.float64)
-            order = torch.randperm(len(y), generator=generator)
+            order = torch.randperm(len(y), generator=generator).to(x.device)
             for batch in order.split(s.batch_size):
                 eps = epsilon_at(s, step, total, recipe.ramp)
                 loss = recipe.loss(model, x[batch], y[batch], eps)
