@@ -275,3 +275,48 @@ def test_cli_missing_mlxtend_message(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(builtins, "__import__", no_mlxtend)
     assert main(["reproduce", "--quick", "--output", str(tmp_path)]) == 2
     assert "captum-robust[reproduce]" in capsys.readouterr().err
+
+
+def _synthetic(converged: dict, shift: float = 0.2) -> dict:
+    """Results of three models on 20 paired images, NATURAL below the others."""
+    gen = torch.Generator().manual_seed(0)
+    base = torch.rand(20, generator=gen) * 0.5
+
+    def records(offset):
+        return [{"topk": float(v + offset), "kendall": float(v + offset)} for v in base]
+
+    methods = {}
+    for name, offset in (("NATURAL", 0.0), ("PGD-AT", shift), ("IG-SUM-NORM", shift)):
+        methods[name] = {
+            "converged": {"ok": converged.get(name, True), "reasons": []},
+            "TopKAttack": {"records": records(offset)},
+            "RandomAttack": {"records": records(0.0)},
+        }
+    return {"methods": methods}
+
+
+def test_verdicts_are_withheld_for_models_that_did_not_converge():
+    from captum_robust.evaluation._reproduce_report import verdicts
+
+    s = ReproduceSettings.default()
+    drawn = verdicts(s, _synthetic({}))
+    assert drawn["IG-SUM-NORM"]["verdict"] == {
+        "topk": "paper's sign",
+        "kendall": "paper's sign",
+    }
+    # Against its warm start (PGD-AT) the paired difference is exactly zero.
+    against = drawn["IG-SUM-NORM"]["against_reference"]
+    assert against["reference"] == "PGD-AT" and against["topk"]["diff"] == 0
+    lower = verdicts(s, _synthetic({}, shift=-0.2))
+    assert lower["PGD-AT"]["verdict"]["topk"] == "opposite sign"
+    one = verdicts(s, _synthetic({"IG-SUM-NORM": False}))
+    assert one["IG-SUM-NORM"]["verdict"]["topk"].startswith("no verdict (IG-SUM-NORM")
+    assert one["PGD-AT"]["verdict"]["topk"] == "paper's sign"
+    control = verdicts(s, _synthetic({"PGD-AT": False}))
+    assert all(
+        v["verdict"]["topk"] == "no verdict (the positive control (PGD-AT) did not "
+        "converge)"
+        for v in control.values()
+    )
+    natural = verdicts(s, _synthetic({"NATURAL": False}))
+    assert "NATURAL did not converge" in natural["PGD-AT"]["verdict"]["kendall"]

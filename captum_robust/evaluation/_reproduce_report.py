@@ -13,6 +13,17 @@ from captum_robust.evaluation._reproduce_stats import (
 
 METRICS = ("topk", "kendall")
 
+BASELINES = ("NATURAL-GAP",)
+
+# The second comparison each method invites: its own starting point (the IG
+# regularizers continue PGD-AT's training) or the same network without it.
+REFERENCES = {
+    "IG-NORM": "PGD-AT",
+    "IG-SUM-NORM": "PGD-AT",
+    "Enhanced": "PGD-AT",
+    "Top-GAP": "NATURAL-GAP",
+}
+
 
 def _values(results: dict[str, Any], name: str, attack: str, metric: str) -> list:
     return [r[metric] for r in results["methods"][name][attack]["records"]]
@@ -52,7 +63,9 @@ def verdicts(s: ReproduceSettings, results: dict[str, Any]) -> dict[str, Any]:
                     "sign": sign_verdict(low, high),
                 }
         withheld = withheld_all
-        if withheld is None and not entry["converged"]["ok"]:
+        if name in BASELINES:
+            withheld = "a baseline: no paper claims an effect for it"
+        elif withheld is None and not entry["converged"]["ok"]:
             withheld = f"{name} did not converge"
         verdict = {
             metric: (
@@ -63,7 +76,30 @@ def verdicts(s: ReproduceSettings, results: dict[str, Any]) -> dict[str, Any]:
             for metric in METRICS
         }
         out[name] = {"effects": effects, "verdict": verdict}
+        reference = REFERENCES.get(name)
+        if reference in methods:
+            against: dict[str, Any] = {"reference": reference}
+            for metric in METRICS:
+                diff, low, high, n = paired_difference(
+                    _values(results, name, "TopKAttack", metric),
+                    _values(results, reference, "TopKAttack", metric),
+                )
+                against[metric] = {
+                    "diff": diff,
+                    "ci": (low, high),
+                    "n": n,
+                    "sign": _direction(low, high),
+                }
+            out[name]["against_reference"] = against
     return out
+
+
+def _direction(low: float, high: float) -> str:
+    if low > 0:
+        return "higher"
+    if high < 0:
+        return "lower"
+    return "no difference shown"
 
 
 def _pct(ci: tuple[float, float], value: float) -> str:
@@ -205,6 +241,23 @@ def render(s: ReproduceSettings, results: dict[str, Any]) -> str:
             f"{v['verdict']['kendall']}",
         ]
         lines.append(f"  {name:22} " + "; ".join(parts))
+    paired = [
+        (n, v["against_reference"])
+        for n, v in results["verdicts"].items()
+        if "against_reference" in v
+    ]
+    if paired:
+        lines += [
+            "",
+            "Effect against each method's own reference under TopKAttack (its warm "
+            "start, or the same network without Top-GAP), paired:",
+        ]
+        for name, ref in paired:
+            parts = [
+                f"{label} {_effect_cell(ref[metric])} {ref[metric]['sign']}"
+                for metric, label in (("topk", "top-k"), ("kendall", "Kendall"))
+            ]
+            lines.append(f"  {name:22} vs {ref['reference']:12} " + "; ".join(parts))
     lines += [
         "",
         "Attack diagnostics (TopKAttack): images with no gradient at any step, "
