@@ -8,8 +8,11 @@ model is needed, one forward) per chunk, never a loop over samples.
 Draws are seeded: ``seed`` initialises a ``torch.Generator`` on the inputs'
 device, and perturbation round ``p`` draws one noise tensor for the whole batch,
 so the copies do not depend on ``max_examples_per_batch``. A user
-``perturb_func(inputs, generator)`` receives the (B, ...) batch once per round
-and returns its perturbed copy.
+``perturb_func`` receives the (B, ...) batch once per round and returns its
+perturbed copy; it may take the generator, ``perturb_func(inputs, generator)``,
+or be the function already written for Captum's ``sensitivity_max``,
+``perturb_func(inputs, perturb_radius)``, which gets ``radius`` and whose draws
+from torch's global generator ``seed`` seeds too.
 
 Unlike the map-comparison metrics, these work on the raw explanation by default
 (``abs=False``, ``channel_reduction="none"``), as Captum and Quantus do; both
@@ -18,7 +21,10 @@ options go through the shared ``flatten_attribution``.
 
 from __future__ import annotations
 
+import inspect
 import math
+import re
+import typing
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal
@@ -56,7 +62,11 @@ NORMS = ("linf", "l2")
 DISTRIBUTIONS = ("uniform", "gaussian")
 PREDICTION_CHANGES = ("skip", "nan", "keep")
 SIMILARITIES = ("pearson", "cosine", "ssim", "mse")
-PerturbFunc = Callable[[Tensor, torch.Generator], Tensor]
+PerturbFunc = (
+    Callable[[Tensor, torch.Generator], Tensor]
+    | Callable[[Tensor, float], Tensor | tuple[Tensor, ...]]
+    | Callable[[Tensor], Tensor | tuple[Tensor, ...]]
+)
 
 
 # ---------------------------------------------------------------------------
@@ -100,6 +110,90 @@ def _check_kwargs(explanation_kwargs: object) -> dict[str, Any]:
     return dict(explanation_kwargs)
 
 
+# How a user perturb_func is called, read from the name, annotation or default of
+# its second parameter: with the seeded generator, or as Captum's
+# sensitivity_max calls it, with the radius (or, with one parameter, alone).
+_GENERATOR_NAMES = frozenset({"generator", "gen", "rng"})
+_RADIUS_NAMES = frozenset({"perturb_radius", "radius", "eps", "epsilon"})
+_PERTURB_SIGNATURES = (
+    "perturb_func(inputs, generator) -> Tensor, drawing from the torch.Generator "
+    "seeded by `seed`, or Captum's perturb_func(inputs, perturb_radius) -> Tensor "
+    "(as captum.metrics.sensitivity_max calls it; perturb_func(inputs) too), "
+    "given `radius`"
+)
+
+
+def _mentions(annotation: object, cls: type) -> bool:
+    """Whether a parameter annotation names ``cls`` (postponed strings too)."""
+    if annotation is cls:
+        return True
+    if isinstance(annotation, str):
+        return re.search(rf"\b{cls.__name__}\b", annotation) is not None
+    return cls in typing.get_args(annotation)
+
+
+def _perturb_form(perturb_func: Callable[..., Any]) -> str | None:
+    """The form of ``perturb_func`` ("generator", "radius" or "inputs"), or None
+    when its signature does not say."""
+    try:
+        parameters = list(inspect.signature(perturb_func).parameters.values())
+    except (TypeError, ValueError):  # builtins without a signature
+        return None
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return None
+    positional = [
+        p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if len(positional) == 1:
+        return "inputs"
+    if len(positional) < 2:
+        return None
+    second = positional[1]
+    if second.name in _GENERATOR_NAMES:
+        return "generator"
+    if second.name in _RADIUS_NAMES:
+        return "radius"
+    if _mentions(second.annotation, torch.Generator):
+        return "generator"
+    if _mentions(second.annotation, float) or isinstance(second.default, float):
+        return "radius"
+    return None
+
+
+class _GlobalStream:
+    """torch's global generators as a stream of their own, seeded with ``seed``.
+
+    Captum's perturb_func draws from the global generators (CPU, and the CUDA
+    device of the inputs); inside :meth:`draws` they continue this stream, so
+    ``seed`` repeats those draws as it repeats the seeded form's, and the
+    caller's global state is put back afterwards.
+    """
+
+    def __init__(self, seed: int, device: torch.device) -> None:
+        self.seed = seed
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self.state: tuple[Tensor, Tensor | None] | None = None
+
+    def draws(self, call: Callable[[], Any]) -> Any:
+        with torch.random.fork_rng(devices=[self.device] if self.cuda else []):
+            if self.state is None:
+                torch.random.default_generator.manual_seed(self.seed)
+                if self.cuda:
+                    with torch.cuda.device(self.device):
+                        torch.cuda.manual_seed(self.seed)
+            else:
+                torch.set_rng_state(self.state[0])
+                if self.state[1] is not None:
+                    torch.cuda.set_rng_state(self.state[1], self.device)
+            result = call()
+            self.state = (
+                torch.get_rng_state(),
+                torch.cuda.get_rng_state(self.device) if self.cuda else None,
+            )
+        return result
+
+
 def _expand(value: Any, index: Tensor, batch: int) -> Any:
     """Select the per-copy rows of a per-sample value (tensors with B rows)."""
     if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == batch:
@@ -133,10 +227,13 @@ class _Perturbations:
         self.norm, self.distribution = norm, distribution
         if perturb_func is not None and not callable(perturb_func):
             raise TypeError(
-                "`perturb_func` must be callable (inputs, generator) -> Tensor or "
-                f"None, got {type(perturb_func).__name__}."
+                f"`perturb_func` must be None or callable as {_PERTURB_SIGNATURES}; "
+                f"got {type(perturb_func).__name__}."
             )
         self.perturb_func = perturb_func
+        # Decided once: a call in the wrong form would fail inside the user's
+        # function, with an error that does not say what was expected.
+        self.form = None if perturb_func is None else _perturb_form(perturb_func)
         self.lower = (
             None if lower_bound is None else check_number(lower_bound, "lower_bound")
         )
@@ -183,10 +280,37 @@ class _Perturbations:
         flat = flat / flat.norm(dim=1, keepdim=True) * (self.radius * length)
         return flat.view_as(x)
 
-    def _round(self, generator: torch.Generator) -> Tensor:
+    def _user_round(
+        self, generator: torch.Generator, stream: _GlobalStream | None
+    ) -> Any:
+        x, func = self.inputs, self.perturb_func
+        if self.form in ("radius", "inputs"):
+            args = (x, self.radius) if self.form == "radius" else (x,)
+            if stream is None:
+                return func(*args)
+            return stream.draws(lambda: func(*args))
+        if self.form == "generator":
+            return func(x, generator)
+        try:
+            return func(x, generator)
+        except TypeError as error:
+            raise TypeError(
+                f"`perturb_func` must be callable as {_PERTURB_SIGNATURES}. Its "
+                "signature names neither form (name or annotate the second "
+                "parameter: `generator` / torch.Generator, or `perturb_radius` / "
+                "float), so it was called as perturb_func(inputs, generator), "
+                f"which raised: {error}"
+            ) from error
+
+    def _round(
+        self, generator: torch.Generator, stream: _GlobalStream | None
+    ) -> Tensor:
         x = self.inputs
         if self.perturb_func is not None:
-            perturbed = self.perturb_func(x, generator)
+            perturbed = self._user_round(generator, stream)
+            # Captum's perturb_func returns a tuple, one tensor per input.
+            if isinstance(perturbed, (tuple, list)) and len(perturbed) == 1:
+                perturbed = perturbed[0]
             if not isinstance(perturbed, Tensor) or perturbed.shape != x.shape:
                 shape = getattr(perturbed, "shape", type(perturbed).__name__)
                 raise ValueError(
@@ -213,10 +337,13 @@ class _Perturbations:
             generator.seed()
         else:
             generator.manual_seed(self.seed)
+        stream = None
+        if self.form in ("radius", "inputs") and self.seed is not None:
+            stream = _GlobalStream(self.seed, x.device)
         pending: list[Tensor] = []
         buffered = start = 0
         for _ in range(self.n):
-            pending.append(self._round(generator))
+            pending.append(self._round(generator, stream))
             buffered += batch
             while buffered >= size:
                 stacked = torch.cat(pending)
@@ -388,8 +515,25 @@ _PERTURBATION_PARAMETERS = """
     distribution : {"uniform", "gaussian"}
         "gaussian" adds N(0, radius^2) to every coordinate (``norm`` unused).
     perturb_func : callable, optional
-        ``perturb_func(inputs, generator) -> perturbed`` replaces the draws; it
-        gets the (B, ...) batch once per perturbation round.
+        Replaces the draws: it gets the (B, ...) batch once per perturbation
+        round and returns its perturbed copy. Two forms, told apart by the
+        signature:
+
+        * ``perturb_func(inputs, generator)``: draws from the
+          ``torch.Generator`` that ``seed`` seeds;
+        * Captum's ``perturb_func(inputs, perturb_radius)``, as
+          ``captum.metrics.sensitivity_max`` calls it (e.g. Captum's
+          ``default_perturb_func``), given ``radius``; or
+          ``perturb_func(inputs)``. It may return a tuple of one Tensor. Its
+          draws from torch's global generator are seeded by ``seed`` too (the
+          caller's global random state is left as it was); ``seed=None``
+          continues the global stream, as Captum does.
+
+        A second parameter named ``generator``, or annotated
+        ``torch.Generator``, selects the first form; one named
+        ``perturb_radius``, ``radius`` or ``eps``, annotated ``float`` or with
+        a float default, the second. A signature that says neither is called
+        in the first form (a TypeError from that call names both forms).
     lower_bound, upper_bound : float, optional
         Clamp the perturbed inputs to the valid range.
     seed : int or None, default 0

@@ -219,6 +219,9 @@ class MaxSensitivity(_BoundMean):
     ``MaxSensitivity(explanation_func, **options)``, then ``update(inputs,
     target=...)`` per batch; options are those of the function, plus
     ``confidence`` and ``dist_kwargs`` (passed to ``torchmetrics.Metric``).
+    ``perturb_func`` may have either form the function accepts:
+    ``perturb_func(inputs, generator)`` or Captum's ``perturb_func(inputs,
+    perturb_radius)``.
 
     Examples
     --------
@@ -237,6 +240,10 @@ class MaxSensitivity(_BoundMean):
 class AvgSensitivity(_BoundMean):
     """Streaming mean of :func:`avg_sensitivity`; used like :class:`MaxSensitivity`.
 
+    ``perturb_func`` may have either form the function accepts:
+    ``perturb_func(inputs, generator)`` or Captum's ``perturb_func(inputs,
+    perturb_radius)``.
+
     Examples
     --------
     >>> import torch
@@ -254,6 +261,10 @@ class AvgSensitivity(_BoundMean):
 class LocalLipschitzEstimate(_BoundMean):
     """Streaming mean of :func:`local_lipschitz_estimate`.
 
+    ``perturb_func`` may have either form the function accepts:
+    ``perturb_func(inputs, generator)`` or Captum's ``perturb_func(inputs,
+    perturb_radius)``.
+
     Examples
     --------
     >>> import torch
@@ -270,6 +281,10 @@ class LocalLipschitzEstimate(_BoundMean):
 
 class RandomPerturbationSimilarity(_BoundMean):
     """Streaming mean of :func:`random_perturbation_similarity`.
+
+    ``perturb_func`` may have either form the function accepts:
+    ``perturb_func(inputs, generator)`` or Captum's ``perturb_func(inputs,
+    perturb_radius)``.
 
     Examples
     --------
@@ -290,6 +305,9 @@ class RelativeInputStability(_BoundMean):
 
     ``RelativeInputStability(explanation_func, model, **options)``, then
     ``update(inputs, target=...)``.
+    ``perturb_func`` may have either form the function accepts:
+    ``perturb_func(inputs, generator)`` or Captum's ``perturb_func(inputs,
+    perturb_radius)``.
 
     Examples
     --------
@@ -309,6 +327,10 @@ class RelativeInputStability(_BoundMean):
 class RelativeOutputStability(_BoundMean):
     """Streaming mean of :func:`relative_output_stability`.
 
+    ``perturb_func`` may have either form the function accepts:
+    ``perturb_func(inputs, generator)`` or Captum's ``perturb_func(inputs,
+    perturb_radius)``.
+
     Examples
     --------
     >>> import torch
@@ -326,6 +348,10 @@ class RelativeOutputStability(_BoundMean):
 
 class RelativeRepresentationStability(_BoundMean):
     """Streaming mean of :func:`relative_representation_stability`.
+
+    ``perturb_func`` may have either form the function accepts:
+    ``perturb_func(inputs, generator)`` or Captum's ``perturb_func(inputs,
+    perturb_radius)``.
 
     Examples
     --------

@@ -66,3 +66,26 @@ def test_kendall_on_224_maps_in_a_batch():
     b = torch.rand(64, 1, 224, 224, device="cuda", generator=generator)
     result = kendall_tau(a, b)
     assert result.shape == (64,) and torch.isfinite(result).all()
+
+
+def test_captum_perturb_func_draws_are_seeded_on_cuda():
+    # Captum's form draws from the global CUDA generator of the inputs' device:
+    # `seed` seeds it as it seeds the seeded form's generator, and the caller's
+    # CUDA random state is left as it was.
+    from captum_robust.metrics import max_sensitivity
+
+    def seeded(inputs, generator):
+        noise = torch.empty_like(inputs).uniform_(-0.05, 0.05, generator=generator)
+        return inputs + noise
+
+    def captum_form(inputs, perturb_radius):
+        noise = torch.empty_like(inputs).uniform_(-perturb_radius, perturb_radius)
+        return inputs + noise
+
+    x = torch.rand(4, 16, device="cuda")
+    options = dict(n_perturbations=3, radius=0.05, seed=3)
+    expected = max_sensitivity(lambda v: v**2, x, perturb_func=seeded, **options)
+    state = torch.cuda.get_rng_state()
+    result = max_sensitivity(lambda v: v**2, x, perturb_func=captum_form, **options)
+    assert torch.equal(torch.cuda.get_rng_state(), state)
+    torch.testing.assert_close(result, expected, rtol=0, atol=0)

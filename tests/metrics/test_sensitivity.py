@@ -1,3 +1,4 @@
+import inspect
 import math
 
 import numpy as np
@@ -312,6 +313,163 @@ def test_bounds_clamp_and_rps_matches_a_loop():
         assert ours[i].item() == pytest.approx(np.mean(pcc), rel=1e-5)
         assert custom[i].item() == pytest.approx(np.mean(pcc), rel=1e-5)
         assert ssim[i].item() == pytest.approx(np.mean(ssims), rel=1e-5)
+
+
+def seeded_uniform(radius):
+    """perturb_func(inputs, generator): uniform in the L-inf ball of ``radius``."""
+
+    def perturb(inputs, generator):
+        noise = torch.empty_like(inputs).uniform_(-radius, radius, generator=generator)
+        return inputs + noise
+
+    return perturb
+
+
+def captum_uniform(inputs, perturb_radius=0.02):
+    """The draws of Captum's default_perturb_func, from torch's global generator."""
+    return inputs + torch.empty_like(inputs).uniform_(-perturb_radius, perturb_radius)
+
+
+SENSITIVITY_CALLS = {
+    "max_sensitivity": lambda explain, model, x, **kw: max_sensitivity(
+        explain, x, **kw
+    ),
+    "avg_sensitivity": lambda explain, model, x, **kw: avg_sensitivity(
+        explain, x, **kw
+    ),
+    "local_lipschitz_estimate": lambda explain, model, x, **kw: (
+        local_lipschitz_estimate(explain, x, **kw)
+    ),
+    "relative_input_stability": lambda explain, model, x, **kw: (
+        relative_input_stability(explain, model, x, on_prediction_change="keep", **kw)
+    ),
+    "relative_representation_stability": lambda explain, model, x, **kw: (
+        relative_representation_stability(
+            explain, model, x, layer="1", on_prediction_change="keep", **kw
+        )
+    ),
+    "random_perturbation_similarity": lambda explain, model, x, **kw: (
+        random_perturbation_similarity(explain, x, **kw)
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SENSITIVITY_CALLS))
+def test_captum_perturb_func_gives_the_seeded_values_on_the_same_draws(name):
+    # Captum calls perturb_func(inputs, perturb_radius): it must get the metric's
+    # radius (not its own default of 0.02), and `seed` must seed its draws from
+    # torch's global generator as it seeds the generator of the seeded form.
+    model = small_model()
+    x = torch.rand(4, 1, 6, 6) + 0.2
+    call = SENSITIVITY_CALLS[name]
+    options = dict(target=1, n_perturbations=ROUNDS, radius=0.05, seed=3)
+    seeded = call(
+        saliency_of(model), model, x, perturb_func=seeded_uniform(0.05), **options
+    )
+    state = torch.get_rng_state()
+    captum_form = call(
+        saliency_of(model), model, x, perturb_func=captum_uniform, **options
+    )
+    torch.testing.assert_close(captum_form, seeded, rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's stream
+    again = call(saliency_of(model), model, x, perturb_func=captum_uniform, **options)
+    torch.testing.assert_close(again, captum_form, rtol=0, atol=0, equal_nan=True)
+
+
+def test_captums_default_perturb_func_is_accepted():
+    from captum.metrics._core.sensitivity import default_perturb_func
+
+    model = small_model()
+    x = torch.rand(4, 1, 6, 6)
+    options = dict(target=1, n_perturbations=ROUNDS, radius=0.05, seed=0)
+    # It returns a tuple of one tensor, drawn on the CPU from the global generator.
+    ours = max_sensitivity(
+        Saliency(model), x, perturb_func=default_perturb_func, **options
+    )
+    seeded = max_sensitivity(
+        Saliency(model), x, perturb_func=seeded_uniform(0.05), **options
+    )
+    torch.testing.assert_close(ours, seeded, rtol=0, atol=0)
+    assert (ours > 0).all()
+
+
+def _seen(second):
+    """The type of what a perturb_func received after the inputs."""
+    return type(second).__name__
+
+
+def _generator_named(inputs, generator):
+    return inputs, _seen(generator)
+
+
+def _generator_annotated(inputs, g: torch.Generator):
+    return inputs, _seen(g)
+
+
+def _radius_named(inputs, radius):
+    return inputs, _seen(radius)
+
+
+def _eps_named(inputs, eps):
+    return inputs, _seen(eps)
+
+
+def _perturb_radius_named(inputs, perturb_radius):
+    return inputs, _seen(perturb_radius)
+
+
+def _float_annotated(inputs, r: float):
+    return inputs, _seen(r)
+
+
+def _float_default(inputs, r=0.1):
+    return inputs, _seen(r)
+
+
+def _inputs_only(inputs):  # Captum calls a one-parameter perturb_func this way
+    return inputs, "nothing"
+
+
+@pytest.mark.parametrize(
+    "func, expected",
+    [
+        (_generator_named, "Generator"),
+        (_generator_annotated, "Generator"),
+        (_radius_named, "float"),
+        (_eps_named, "float"),
+        (_perturb_radius_named, "float"),
+        (_float_annotated, "float"),
+        (_float_default, "float"),
+        (_inputs_only, "nothing"),
+    ],
+)
+def test_the_form_of_perturb_func_is_read_from_its_signature(func, expected):
+    received = []
+
+    def perturb(*args):
+        inputs, kind = func(*args)
+        received.append(kind)
+        return inputs + 0.01
+
+    perturb.__signature__ = inspect.signature(func)
+    max_sensitivity(lambda v: v**2, torch.rand(2, 5), perturb_func=perturb)
+    assert received == [expected] * 10
+
+
+@pytest.mark.parametrize(
+    "func",
+    [
+        lambda a, b: a + b,  # undecided: called with a generator, which it adds
+        lambda a, b, c: a,  # a third argument that nobody passes
+        lambda: None,
+    ],
+)
+def test_perturb_func_of_neither_form_is_named_with_both_signatures(func):
+    with pytest.raises(TypeError, match="`perturb_func`") as info:
+        max_sensitivity(lambda v: v**2, torch.rand(2, 5), perturb_func=func)
+    message = str(info.value)
+    assert "perturb_func(inputs, generator)" in message
+    assert "perturb_func(inputs, perturb_radius)" in message
 
 
 def test_degenerate_explanations_follow_the_nan_rule():
