@@ -12,6 +12,7 @@ calls) by softplus forms so that the second derivatives do not vanish, and
 
 from captum_robust.attr._base import DifferentiableAttribution
 from captum_robust.attr._differentiable import differentiable, is_differentiable
+from captum_robust.attr._lrp import LRPEpsilonWarning
 from captum_robust.attr._smoothgrad import SmoothGrad
 from captum_robust.attr._surrogate import (
     FunctionalReLUWarning,
@@ -29,6 +30,7 @@ from captum_robust.attr._surrogate import (
 __all__ = [
     "DifferentiableAttribution",
     "FunctionalReLUWarning",
+    "LRPEpsilonWarning",
     "LeakySoftplus",
     "PiecewiseLinearWarning",
     "SmoothGrad",

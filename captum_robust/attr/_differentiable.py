@@ -290,7 +290,9 @@ def differentiable(
       ``GammaRule``, ``Alpha1_Beta0_Rule``, ``IdentityRule``; Captum's defaults
       otherwise) written as differentiable vector-Jacobian products (see
       ``LRPAttribution``). A layer Captum has no rule for is refused when
-      ``differentiable`` is called, naming the layer. "The LRP of a softplus
+      ``differentiable`` is called, naming the layer, except ``nn.Flatten``,
+      ``nn.Unflatten``, ``nn.Identity`` and eval-mode dropouts, which pass
+      relevance on (Captum fails on them). "The LRP of a softplus
       network" is the same rules applied to the :func:`softplus_surrogate`, whose
       activations pass relevance on unchanged as ReLUs do (Dombrowski et al.,
       2019): the ReLU step ``relu(z)/z`` becomes the smooth but, near ``z = 0``,

@@ -11,6 +11,7 @@ MODULES = [
     "captum_robust.attr._base",
     "captum_robust.attr._differentiable",
     "captum_robust.attr._grad_cam",
+    "captum_robust.attr._lrp",
     "captum_robust.attr._smoothgrad",
     "captum_robust.attr._surrogate",
 ]

@@ -1,4 +1,9 @@
-"""Differentiable LRP: Captum's values per rule, surrogate gradcheck, refusals."""
+"""Differentiable LRP: Captum's values per rule, surrogate gradcheck, refusals,
+shape-only layers, the small-epsilon warning."""
+
+import copy
+import warnings
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -12,7 +17,8 @@ from captum.attr._utils.lrp_rules import (
 )
 from torch import nn
 
-from captum_robust.attr import differentiable, softplus_surrogate
+from captum_robust.attacks import ManipulationAttack
+from captum_robust.attr import LRPEpsilonWarning, differentiable, softplus_surrogate
 
 pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks")
 
@@ -123,8 +129,8 @@ def test_parameter_gradient_matches_finite_difference():
 
 
 def test_refusals_name_the_layer():
-    m = nn.Sequential(nn.Conv2d(2, 3, 3), nn.Flatten(), nn.Linear(48, 2))
-    with pytest.raises(TypeError, match=r"layer '1' \(Flatten\)"):
+    m = nn.Sequential(nn.Conv2d(2, 3, 3), nn.Sigmoid(), nn.Flatten(), nn.Linear(48, 2))
+    with pytest.raises(TypeError, match=r"layer '1' \(Sigmoid\)"):
         differentiable(LRP(m))
 
     class Custom(EpsilonRule):
@@ -235,3 +241,187 @@ def test_outputs_rewritten_in_place_equal_captum(gamma):
     assert torch.autograd.gradcheck(
         lambda t: smooth.attribute(t, target=1), (z,), fast_mode=True
     )
+
+
+# --------------------------------------------------- shape-only pass-through layers
+
+
+def _shapes_net():
+    """Flatten, Unflatten, Identity and two dropouts (eval mode) between layers
+    with rules: Captum's LRP fails on all of these modules but nn.Dropout."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        OrderedDict(
+            conv=nn.Conv2d(2, 3, 3, padding=1),
+            relu1=nn.ReLU(),
+            drop2d=nn.Dropout2d(0.3),
+            pool=nn.MaxPool2d(2),
+            flat=nn.Flatten(),
+            fc1=nn.Linear(27, 18),
+            ident=nn.Identity(),
+            relu2=nn.ReLU(),
+            drop=nn.Dropout(0.5),
+            unflat=nn.Unflatten(1, (2, 3, 3)),
+            conv2=nn.Conv2d(2, 2, 3, padding=1),
+            flat2=nn.Flatten(),
+            fc2=nn.Linear(18, 3),
+        )
+    ).double()
+
+
+class _FunctionalShapes(nn.Module):
+    """The layers of ``_shapes_net`` with the shape-only modules written as
+    functions (and the eval-mode dropouts left out), which Captum's LRP explains."""
+
+    def __init__(self, seq: nn.Sequential) -> None:
+        super().__init__()
+        for name in ("conv", "relu1", "pool", "fc1", "relu2", "conv2", "fc2"):
+            setattr(self, name, getattr(seq, name))
+
+    def forward(self, x):
+        h = self.pool(self.relu1(self.conv(x)))
+        h = self.relu2(self.fc1(torch.flatten(h, 1)))
+        h = self.conv2(h.reshape(-1, 2, 3, 3))
+        return self.fc2(torch.flatten(h, 1))
+
+
+def _set_shape_rules(m, kind):
+    if kind == "gamma":
+        m.conv.rule = GammaRule(gamma=0.25)
+        m.fc1.rule = GammaRule(gamma=0.5, set_bias_to_zero=True)
+        m.conv2.rule = Alpha1_Beta0_Rule()
+        m.fc2.rule = EpsilonRule(epsilon=0.1)
+    return m
+
+
+@pytest.mark.parametrize("kind", ["default", "gamma"])
+def test_shape_only_layers_pass_relevance_like_functional_reshapes(kind):
+    seq = _shapes_net().eval()
+    reference = _FunctionalShapes(copy.deepcopy(seq))
+    x = _x(4)
+    _set_shape_rules(seq, kind)
+    ours, delta = differentiable(LRP(seq)).attribute(
+        x, target=[0, 1, 2, 0], return_convergence_delta=True
+    )
+    _set_shape_rules(reference, kind)
+    theirs, their_delta = LRP(reference).attribute(
+        x, target=[0, 1, 2, 0], return_convergence_delta=True
+    )
+    assert theirs.abs().sum() > 0
+    torch.testing.assert_close(ours.detach(), theirs, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(delta.detach(), their_delta, rtol=1e-9, atol=1e-12)
+
+
+def test_shape_only_layers_surrogate_gradcheck():
+    seq = _set_shape_rules(_shapes_net().eval(), "gamma")
+    smooth = differentiable(LRP(seq)).with_forward_func(
+        softplus_surrogate(seq, beta=3.0)
+    )
+    z = _x(1).requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LRPEpsilonWarning)
+        assert torch.autograd.gradcheck(
+            lambda t: smooth.attribute(t, target=1), (z,), fast_mode=True
+        )
+
+
+def test_dropout_in_training_mode_refused():
+    seq = _shapes_net().eval()
+    lrp = differentiable(LRP(seq))
+    seq.drop.train()
+    with pytest.raises(ValueError, match=r"dropout 'drop' \(Dropout\) is in training"):
+        lrp.attribute(_x(2), target=0)
+    seq.drop.p = 0.0  # no random mask: nothing to refuse
+    lrp.attribute(_x(2), target=0)
+
+
+# ------------------------------------------------ small epsilon under differentiation
+
+
+class _EpsNet(nn.Module):
+    """conv -> relu -> avg-pool -> conv -> relu -> linear. On the surrogate both
+    convolutions feed a softplus; the pool feeds a convolution and the linear
+    layer is the output, where the stabiliser cancels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.act1 = nn.ReLU()
+        self.pool = nn.AvgPool2d(2)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.act2 = nn.ReLU()
+        self.fc = nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x):
+        h = self.pool(self.act1(self.conv1(x)))
+        return self.fc(self.act2(self.conv2(h)).flatten(1))
+
+
+def _eps_net():
+    torch.manual_seed(0)
+    return _EpsNet().eval()
+
+
+def _differentiate(lrp, x):
+    xg = x.clone().requires_grad_()
+    (g,) = torch.autograd.grad(lrp.attribute(xg, target=1).pow(2).sum(), xg)
+    return g
+
+
+def _epsilon_warnings(caught):
+    return [w for w in caught if issubclass(w.category, LRPEpsilonWarning)]
+
+
+def test_small_epsilon_warns_once_when_the_map_is_differentiated():
+    m = _eps_net()
+    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    lrp = differentiable(LRP(m)).with_forward_func(softplus_surrogate(m, beta=10.0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # Plain use, as Captum's (no second backward): no warning, and the one
+        # warning is not used up.
+        lrp.attribute(x.clone().requires_grad_(), target=1)
+        assert _epsilon_warnings(caught) == []
+        _differentiate(lrp, x)
+        _differentiate(lrp, x)
+        # A copy for another beta (the attacks rebuild it at every step) shares it.
+        _differentiate(lrp.with_forward_func(softplus_surrogate(m, beta=20.0)), x)
+    (w,) = _epsilon_warnings(caught)
+    message = str(w.message)
+    assert "'conv1'" in message and "'conv2'" in message
+    assert "'pool'" not in message and "'fc'" not in message
+    assert "EpsilonRule(epsilon=1.0)" in message
+    assert issubclass(LRPEpsilonWarning, UserWarning)
+
+
+def test_no_epsilon_warning_at_or_above_the_threshold():
+    m = _eps_net()
+    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # The ReLU network itself: ReLU passes relu(z) / z <= 1, whatever epsilon.
+        lrp = differentiable(LRP(m))
+        loss = lrp.attribute(x, target=1).pow(2).sum()
+        torch.autograd.grad(loss, m.conv1.weight)
+        # Tutorial 5's rules: epsilon 1 on convolutions and linear layers, the
+        # pool keeps Captum's 1e-9 (it feeds a convolution directly).
+        m.conv1.rule = EpsilonRule(epsilon=LRPEpsilonWarning.threshold)
+        m.conv2.rule = EpsilonRule(epsilon=1.0)
+        m.fc.rule = EpsilonRule(epsilon=1.0)
+        smooth = softplus_surrogate(m, beta=10.0)
+        _differentiate(differentiable(LRP(m)).with_forward_func(smooth), x)
+    assert _epsilon_warnings(caught) == []
+
+
+def test_manipulation_attack_on_default_lrp_warns_once():
+    m = _eps_net()
+    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    frame = torch.ones(8, 8)
+    frame[2:-2, 2:-2] = 0
+    # Beta growth: a new surrogate, and attribution, at every step.
+    attack = ManipulationAttack.dombrowski(m, LRP(m), n_steps=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        attack.perturb(x, target_map=frame)
+    (w,) = _epsilon_warnings(caught)
+    assert "'conv1'" in str(w.message)
