@@ -471,8 +471,9 @@ class _PathSpec:
     """What a chunked path pass needs besides its tensor inputs."""
 
     def __init__(self, model, alphas, target, scalar_fn, rows, check, want_last,
-                 recompute):  # fmt: skip
+                 recompute, min_block=1):  # fmt: skip
         self.model = model
+        self.min_block = min_block
         self.alphas = alphas
         self.target = target
         self.scalar_fn = scalar_fn
@@ -488,13 +489,18 @@ class _PathSpec:
 
     def chunks(self, b: int) -> Iterator[tuple[int, int, int, int]]:
         """(s0, s1, i0, i1): samples [s0, s1) at points [i0, i1), sample blocks
-        outermost."""
+        outermost, none of fewer than ``min_block`` samples (unless the batch is)."""
         p = self.alphas.shape[0]
         points = max(1, self.rows // b)
-        samples = b if self.rows >= b else self.rows
-        for s0 in range(0, b, samples):
+        samples = b if self.rows >= b else max(self.rows, min(b, self.min_block))
+        starts = list(range(0, b, samples))
+        # A short last block joins the one before it.
+        if len(starts) > 1 and b - starts[-1] < self.min_block:
+            starts.pop()
+        ends = starts[1:] + [b]
+        for s0, s1 in zip(starts, ends):
             for i0 in range(0, p, points):
-                yield s0, min(b, s0 + samples), i0, min(p, i0 + points)
+                yield s0, s1, i0, min(p, i0 + points)
 
 
 def _leaf_check(params: tuple[Tensor, ...]) -> Callable[[Tensor, Tensor], None]:
@@ -684,7 +690,9 @@ def path_gradient_sums(
     The points ``z = start + alpha (end - start)`` go through ``model`` in passes
     of at most ``internal_batch_size`` rows (None: all ``P * B`` rows in one
     pass): whole path points per pass when it holds at least ``B`` rows, else
-    blocks of samples of one point. With ``create_graph`` and more than one pass,
+    blocks of samples of one point; with a batch norm in training mode, blocks of
+    at least two samples (a last, shorter block joins the one before), since it
+    refuses to normalise one sample alone. With ``create_graph`` and more than one pass,
     the forward computation keeps no graph; the backward pass recomputes one pass
     at a time with its double-backward graph (under ``recompute()``: the contexts
     the forward ran in) and frees it before the next, so memory is that of one
@@ -705,9 +713,16 @@ def path_gradient_sums(
             model, start, end, alphas, target, scalar_fn, create_graph, check,
             want_last,
         )  # fmt: skip
-    spec = _PathSpec(
-        model, alphas, target, scalar_fn, rows, check, want_last, recompute
+    # A batch norm in training mode refuses a pass of one sample (and would
+    # normalise it by itself): its passes hold at least two.
+    training_norm = any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
+        for m in model.modules()
     )
+    spec = _PathSpec(
+        model, alphas, target, scalar_fn, rows, check, want_last, recompute,
+        min_block=2 if training_norm else 1,
+    )  # fmt: skip
     params = [q for q in model.parameters() if q.requires_grad] if param_grads else []
     return _ChunkedPath.apply(spec, start, end, *params)
 

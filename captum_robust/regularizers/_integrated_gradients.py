@@ -230,6 +230,8 @@ class IGNorm(_AdversarialIG):
         Rows (path points times samples) per pass through the model. None: half
         the batch (rounded up) at one path point per pass, which keeps a
         resnet18 step at 224x224 within 3x the memory of a cross-entropy step.
+        With a batch norm in training mode a pass holds at least two samples
+        (it cannot normalise one alone), so a batch of two is never split.
         A number >= ``n_steps`` times the batch size runs the path in one pass,
         without recomputation (the fastest, memory growing with ``n_steps``).
 
