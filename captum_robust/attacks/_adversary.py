@@ -20,8 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from captum_robust._utils.ball import check_bounds, check_radius, pgd_ascent
 from captum_robust._utils.modes import eval_mode
-from captum_robust._utils.validation import check_number, check_positive_int
+from captum_robust._utils.targets import check_class_indices, check_class_range
+from captum_robust._utils.validation import (
+    check_finite,
+    check_number,
+    check_positive_int,
+)
 
 __all__ = ["RobustAccuracy", "pgd_cross_entropy", "robust_accuracy"]
 
@@ -32,25 +38,6 @@ def _check_model(model: object) -> nn.Module:
             f"`model` must be a torch.nn.Module, got {type(model).__name__}."
         )
     return model
-
-
-def _check_bounds(bounds: object) -> tuple[float, float] | None:
-    if bounds is None:
-        return None
-    if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
-        raise TypeError(f"`bounds` must be None or a pair (low, high), got {bounds!r}.")
-    low = check_number(bounds[0], "bounds[0]")
-    high = check_number(bounds[1], "bounds[1]")
-    if low > high:
-        raise ValueError(f"`bounds` must have low <= high, got {tuple(bounds)}.")
-    return low, high
-
-
-def _check_epsilon(epsilon: object) -> float:
-    value = check_number(epsilon, "epsilon", minimum=0.0)
-    if value == float("inf"):
-        raise ValueError("`epsilon` must be finite.")
-    return value
 
 
 def _check_batch(inputs: object, labels: object) -> tuple[Tensor, Tensor]:
@@ -65,27 +52,8 @@ def _check_batch(inputs: object, labels: object) -> tuple[Tensor, Tensor]:
         raise ValueError(
             f"`inputs` must have shape (B, ...), got {tuple(inputs.shape)}."
         )
-    if not bool(torch.isfinite(inputs).all()):
-        raise ValueError("`inputs` contains NaN or inf.")
-    if (
-        not isinstance(labels, Tensor)
-        or labels.dtype in (torch.bool,)
-        or labels.is_floating_point()
-        or labels.is_complex()
-    ):
-        raise TypeError(
-            "`labels` must be an integer Tensor of class indices, shape (B,)."
-        )
-    if labels.shape != inputs.shape[:1]:
-        raise ValueError(
-            f"`labels` must have shape ({inputs.shape[0]},) to match `inputs`, got "
-            f"{tuple(labels.shape)}."
-        )
-    if labels.device != inputs.device:
-        raise ValueError(
-            f"`labels` is on {labels.device} but `inputs` on {inputs.device}; put "
-            "them on the same device."
-        )
+    check_finite([inputs], "inputs")
+    labels = check_class_indices(labels, inputs.shape[0], inputs.device, name="labels")
     return inputs, labels
 
 
@@ -93,21 +61,8 @@ def _check_logits(logits: object, labels: Tensor) -> Tensor:
     if not isinstance(logits, Tensor) or logits.dim() != 2:
         shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits)
         raise TypeError(f"`model` must return (B, num_classes) logits, got {shape}.")
-    if labels.numel() and (
-        int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1]
-    ):
-        raise ValueError(
-            f"`labels` must be class indices in [0, {logits.shape[1]}), got values "
-            f"in [{int(labels.min())}, {int(labels.max())}]."
-        )
+    check_class_range(labels, logits.shape[1], name="labels")
     return logits
-
-
-def _project(
-    adv: Tensor, x: Tensor, epsilon: float, bounds: tuple[float, float] | None
-) -> Tensor:
-    adv = torch.minimum(torch.maximum(adv, x - epsilon), x + epsilon)
-    return adv if bounds is None else adv.clamp(*bounds)
 
 
 def _ascent_objective(logits: Tensor, labels: Tensor) -> Tensor:
@@ -195,29 +150,39 @@ def pgd_cross_entropy(
     """
     _check_model(model)
     inputs, labels = _check_batch(inputs, labels)
-    epsilon = _check_epsilon(epsilon)
+    epsilon = check_radius(epsilon, "epsilon")
     steps = check_positive_int(steps, "steps", minimum=0)
     step_size = check_number(step_size, "step_size", minimum=0.0)
-    bounds = _check_bounds(bounds)
+    bounds = check_bounds(bounds)
     if not isinstance(random_start, bool):
         raise TypeError(f"`random_start` must be a bool, got {random_start!r}.")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError("`generator` must be a torch.Generator or None.")
     x = inputs.detach()
-    if random_start and epsilon > 0:
-        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        adv = _project(x + (2 * noise - 1) * epsilon, x, epsilon, bounds)
-    else:
-        adv = x.clone()
+    start = None
+    if random_start:
+        start = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    checked = False
+
+    def objective(adv: Tensor) -> Tensor:
+        nonlocal checked
+        logits = model(adv)
+        if not checked:  # one host synchronisation per attack, not one per step
+            _check_logits(logits, labels)
+            checked = True
+        # Summed, not averaged: each sample's step is its own, whatever the batch.
+        return _ascent_objective(logits.float(), labels).sum()
+
     with torch.enable_grad():
-        for _ in range(steps):
-            adv.requires_grad_(True)
-            logits = _check_logits(model(adv), labels)
-            # Summed, not averaged: each sample's step is its own, whatever the batch.
-            loss = _ascent_objective(logits.float(), labels).sum()
-            (grad,) = torch.autograd.grad(loss, adv)
-            adv = _project(adv.detach() + step_size * grad.sign(), x, epsilon, bounds)
-    return adv.detach()
+        return pgd_ascent(
+            objective,
+            x,
+            eps=epsilon,
+            step_size=step_size,
+            steps=steps,
+            bounds=bounds,
+            random_start=start,
+        )
 
 
 @dataclass(frozen=True)
@@ -354,11 +319,11 @@ def robust_accuracy(
     True
     """
     _check_model(model)
-    epsilon = _check_epsilon(epsilon)
+    epsilon = check_radius(epsilon, "epsilon")
     steps = check_positive_int(steps, "steps", minimum=0)
     step_size = check_number(step_size, "step_size", minimum=0.0)
     restarts = check_positive_int(restarts, "restarts")
-    bounds = _check_bounds(bounds)
+    bounds = check_bounds(bounds)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError("`generator` must be a torch.Generator or None.")
     if seed is not None and not isinstance(seed, int):

@@ -26,7 +26,6 @@ from captum_robust.evaluation._reproduce_stats import (
     diagnostics,
     first_common,
     skipped_counts,
-    wilson,
 )
 from captum_robust.evaluation._reproduce_training import (
     METHODS,
@@ -38,6 +37,7 @@ from captum_robust.evaluation._reproduce_training import (
     recipes,
     train,
 )
+from captum_robust.evaluation._summary import proportion_interval
 from captum_robust.metrics import kendall_tau, topk_intersection
 
 ATTACK_BATCH = 25
@@ -404,7 +404,7 @@ def _assemble(
             hits = sum(acc[key])
             entry[key] = {
                 "accuracy": hits / n,
-                "ci": wilson(hits, n),
+                "ci": proportion_interval(hits, n),
                 "n": n,
                 "per_image": acc[key],
             }

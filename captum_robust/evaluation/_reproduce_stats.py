@@ -9,18 +9,6 @@ from typing import Any
 import torch
 from scipy import stats
 
-Z95 = 1.959964
-
-
-def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson's 95% interval of a proportion."""
-    if n == 0:
-        return math.nan, math.nan
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
-
 
 def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
     """Mean of the finite values and its 95% t-interval (NaN with fewer than 2)."""
@@ -103,5 +91,4 @@ __all__ = [
     "paired_difference",
     "sign_verdict",
     "skipped_counts",
-    "wilson",
 ]

@@ -9,6 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from captum_robust._utils.ball import (
+    Bounds,
+    Radius,
+    as_like,
+    check_bounds,
+    check_radius,
+    project,
+)
 from captum_robust._utils.second_order import second_order_safe
 from captum_robust._utils.validation import (
     check_choice,
@@ -18,22 +26,16 @@ from captum_robust._utils.validation import (
 from captum_robust.attr import differentiable
 from captum_robust.metrics._maps import flatten_attribution
 from captum_robust.regularizers._common import (
-    Bounds,
-    Radius,
     SeededMixin,
     SmoothMixin,
-    as_like,
     check_bool,
-    check_bounds,
     check_inputs,
     check_logits,
     check_mask,
     check_model,
-    check_radius,
     check_target,
     frozen_running_stats,
     per_sample_ce,
-    project,
     target_logit,
 )
 

@@ -6,28 +6,30 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from captum_robust._utils.ball import (
+    Bounds,
+    Radius,
+    as_like,
+    check_bounds,
+    check_radius,
+    pgd_ascent,
+    project,
+)
 from captum_robust._utils.second_order import second_order_safe
 from captum_robust._utils.validation import check_choice, check_positive_int
 from captum_robust.regularizers._common import (
-    Bounds,
     LossFn,
-    Radius,
     SeededMixin,
     SmoothMixin,
-    as_like,
     check_bool,
-    check_bounds,
     check_inputs,
     check_loss_fn,
     check_model,
-    check_radius,
     check_target,
     check_weight,
     flat_sq_norm,
     frozen_running_stats,
     input_gradient,
-    pgd_ascent,
-    project,
     run_checked,
     target_logit,
     unwrap_parallel,

@@ -9,30 +9,32 @@ from contextlib import ExitStack, contextmanager
 import torch
 from torch import Tensor, nn
 
+from captum_robust._utils.ball import (
+    Bounds,
+    Radius,
+    as_like,
+    check_bounds,
+    check_radius,
+    pgd_ascent,
+)
 from captum_robust._utils.second_order import second_order_safe
 from captum_robust._utils.validation import check_positive_int
 from captum_robust.attr import softplus_activations
 from captum_robust.regularizers._common import (
-    Bounds,
     LossFn,
-    Radius,
     SeededMixin,
     SmoothMixin,
-    as_like,
     check_bool,
-    check_bounds,
     check_inputs,
     check_internal_batch_size,
     check_loss_fn,
     check_model,
-    check_radius,
     check_target,
     check_weight,
     frozen_running_stats,
     integrated_gradients,
     path_alphas,
     per_sample_ce,
-    pgd_ascent,
     run_checked,
     target_prob,
     unwrap_parallel,
