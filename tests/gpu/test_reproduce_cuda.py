@@ -33,7 +33,7 @@ def test_robust_accuracy_on_cuda_stays_there_and_is_seeded():
         cpu, x.cpu(), y.cpu(), epsilon=0.1, steps=5, random_start=False
     )
     on_gpu = pgd_cross_entropy(model, x, y, epsilon=0.1, steps=5, random_start=False)
-    assert (on_cpu - on_gpu.cpu()).abs().max() <= 0.1 * 2  # sign flips at ties only
+    # Rounding may flip the sign of a near-zero gradient entry, nothing more.
     assert (on_cpu == on_gpu.cpu()).float().mean() > 0.95
 
 
