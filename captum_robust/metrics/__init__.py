@@ -52,20 +52,22 @@ from captum_robust.metrics._maps import (
     prepare_mask,
     spatial_attribution,
 )
+from captum_robust.metrics._rps import random_perturbation_similarity
 from captum_robust.metrics._sensitivity import (
     avg_sensitivity,
     local_lipschitz_estimate,
     max_sensitivity,
-    random_perturbation_similarity,
-    relative_input_stability,
-    relative_output_stability,
-    relative_representation_stability,
 )
 from captum_robust.metrics._similarity import (
     cosine_similarity,
     mean_squared_error,
     pearson_correlation,
     structural_similarity,
+)
+from captum_robust.metrics._stability import (
+    relative_input_stability,
+    relative_output_stability,
+    relative_representation_stability,
 )
 from captum_robust.metrics._streaming import (
     CenterOfMassShift,

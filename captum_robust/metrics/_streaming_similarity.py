@@ -18,14 +18,11 @@ from captum_robust.metrics._maps import (
     check_map_options,
     check_option,
 )
+from captum_robust.metrics._rps import random_perturbation_similarity
 from captum_robust.metrics._sensitivity import (
     avg_sensitivity,
     local_lipschitz_estimate,
     max_sensitivity,
-    random_perturbation_similarity,
-    relative_input_stability,
-    relative_output_stability,
-    relative_representation_stability,
 )
 from captum_robust.metrics._similarity import (
     MSE_REDUCTIONS,
@@ -34,6 +31,11 @@ from captum_robust.metrics._similarity import (
     mean_squared_error,
     pearson_correlation,
     structural_similarity,
+)
+from captum_robust.metrics._stability import (
+    relative_input_stability,
+    relative_output_stability,
+    relative_representation_stability,
 )
 from captum_robust.metrics._streaming import PerSampleMean
 
