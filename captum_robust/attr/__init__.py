@@ -12,18 +12,19 @@ calls) by softplus forms so that the second derivatives do not vanish, and
 
 from captum_robust.attr._base import DifferentiableAttribution
 from captum_robust.attr._differentiable import differentiable, is_differentiable
-from captum_robust.attr._lrp import LRPEpsilonWarning
-from captum_robust.attr._smoothgrad import SmoothGrad
-from captum_robust.attr._surrogate import (
-    FunctionalReLUWarning,
+from captum_robust.attr._lrp_epsilon import LRPEpsilonWarning
+from captum_robust.attr._smooth_activations import (
     LeakySoftplus,
-    PiecewiseLinearWarning,
     SmoothHardsigmoid,
     SmoothHardswish,
     SmoothHardtanh,
+)
+from captum_robust.attr._smoothgrad import SmoothGrad
+from captum_robust.attr._surrogate import softplus_activations, softplus_surrogate
+from captum_robust.attr._surrogate_report import (
+    FunctionalReLUWarning,
+    PiecewiseLinearWarning,
     SurrogateReport,
-    softplus_activations,
-    softplus_surrogate,
     surrogate_report,
 )
 

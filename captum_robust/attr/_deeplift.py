@@ -47,7 +47,7 @@ from captum_robust.attr._base import (
     tracked_inputs,
 )
 from captum_robust.attr._propagation import replaced_activations
-from captum_robust.attr._surrogate import LeakySoftplus
+from captum_robust.attr._smooth_activations import LeakySoftplus
 
 __all__ = ["DeepLiftAttribution"]
 

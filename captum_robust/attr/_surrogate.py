@@ -19,11 +19,11 @@ and ``sp_l`` the same with ``leaky_beta``:
 * ``nn.Hardswish``, ``F.hardswish``: ``x (sp(x + 3) - sp(x - 3)) / 6``
   (:class:`SmoothHardswish`).
 
-Each is ``relu(x) -> sp(x)`` applied to the identities
-``hardtanh(x) = lo + relu(x - lo) - relu(x - hi)``, ``relu6(x) = hardtanh(x, 0, 6)``,
-``hardsigmoid(x) = relu6(x + 3) / 6`` and ``hardswish(x) = x hardsigmoid(x)``, so it
-tends to the original as ``beta -> inf`` and is twice differentiable everywhere.
-Already smooth activations (SiLU, GELU, Sigmoid, Tanh, Softplus, ...) are kept.
+Each tends to the original as ``beta -> inf`` and is twice differentiable
+everywhere (:mod:`captum_robust.attr._smooth_activations` says why). Already smooth
+activations (SiLU, GELU, Sigmoid, Tanh, Softplus, ...) are kept. The functional
+calls are smoothed by :mod:`captum_robust.attr._functional_smoothing`; what was
+replaced is reported as in :mod:`captum_robust.attr._surrogate_report`.
 """
 
 from __future__ import annotations
@@ -32,366 +32,31 @@ import copy
 import itertools
 import types
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
+from torch import nn
 
 from captum_robust._utils.validation import check_number
+from captum_robust.attr._functional_smoothing import RELU_FAMILY, FunctionalMode
+from captum_robust.attr._smooth_activations import (
+    LeakySoftplus,
+    SmoothHardsigmoid,
+    SmoothHardswish,
+    SmoothHardtanh,
+)
+from captum_robust.attr._surrogate_report import (
+    REPORT_KEY,
+    FunctionalReLUWarning,
+    PiecewiseLinearWarning,
+    SurrogateReport,
+    SurrogateState,
+)
 
-__all__ = [
-    "FunctionalReLUWarning",
-    "LeakySoftplus",
-    "PiecewiseLinearWarning",
-    "SmoothHardsigmoid",
-    "SmoothHardswish",
-    "SmoothHardtanh",
-    "SurrogateReport",
-    "softplus_activations",
-    "softplus_surrogate",
-    "surrogate_report",
-]
+__all__ = ["softplus_activations", "softplus_surrogate"]
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
-
-
-class PiecewiseLinearWarning(UserWarning):
-    """A softplus surrogate stays piecewise linear somewhere.
-
-    Issued once per surrogate, after its first forward pass, when the network
-    still holds piecewise-linear activations that the surrogate does not smooth:
-    modules such as ``nn.PReLU``, ``nn.Threshold`` or ``nn.Hardshrink``, or
-    functional calls such as ``torch.clamp`` or ``torch.maximum``. Second
-    derivatives through them vanish almost everywhere. The message lists them;
-    :func:`surrogate_report` returns the same facts as data. Max pooling is
-    reported but does not warn: it selects, and second derivatives through a
-    network whose activations are smooth do not vanish because of it.
-
-    Examples
-    --------
-    >>> import warnings
-    >>> import torch
-    >>> from torch import nn
-    >>> from captum_robust.attr import PiecewiseLinearWarning, softplus_surrogate
-    >>> net = nn.Sequential(nn.Linear(3, 3), nn.PReLU(), nn.Linear(3, 2))
-    >>> smooth = softplus_surrogate(net)
-    >>> with warnings.catch_warnings(record=True) as caught:
-    ...     warnings.simplefilter("always")
-    ...     _ = smooth(torch.randn(2, 3))
-    >>> [w.category.__name__ for w in caught]
-    ['PiecewiseLinearWarning']
-    """
-
-
-class FunctionalReLUWarning(PiecewiseLinearWarning):
-    """A surrogate's forward pass calls a piecewise-linear function it cannot smooth.
-
-    The :class:`PiecewiseLinearWarning` issued when functional calls are among
-    the parts that stay piecewise linear: ``torch.clamp`` / ``clamp_min`` /
-    ``clip``, ``torch.maximum`` / ``minimum``, ``F.threshold``, ``F.prelu``, ...,
-    and the ReLU family itself (``F.relu``, ``torch.relu``, ``Tensor.relu``,
-    ``F.leaky_relu``, ``F.relu6``, ``F.hardtanh``, ``F.hardsigmoid``,
-    ``F.hardswish`` and their in-place forms) when the surrogate was built with
-    ``smooth_functional=False``. By default those ReLU-family calls are smoothed
-    and not reported as piecewise.
-
-    Examples
-    --------
-    >>> import warnings
-    >>> import torch
-    >>> from torch import nn
-    >>> from captum_robust.attr import FunctionalReLUWarning, softplus_surrogate
-    >>> class Net(nn.Module):
-    ...     def __init__(self):
-    ...         super().__init__()
-    ...         self.fc = nn.Linear(3, 3)
-    ...     def forward(self, x):
-    ...         return torch.clamp(self.fc(x), min=0.0)  # a ReLU in disguise
-    >>> smooth = softplus_surrogate(Net())
-    >>> with warnings.catch_warnings(record=True) as caught:
-    ...     warnings.simplefilter("always")
-    ...     _ = smooth(torch.randn(2, 3))
-    >>> [w.category.__name__ for w in caught]
-    ['FunctionalReLUWarning']
-    """
-
-
-def _softplus(x: Tensor, beta: float, threshold: float) -> Tensor:
-    return F.softplus(x, beta=beta, threshold=threshold)
-
-
-class LeakySoftplus(nn.Module):
-    r"""Smooth version of ``nn.LeakyReLU``.
-
-    .. math::
-        f(x) = a\,x + (1 - a)\,\frac{\operatorname{softplus}(\beta x)}{\beta}
-
-    with ``a = negative_slope``. For ``x -> -inf`` the slope tends to ``a``, for
-    ``x -> +inf`` to 1, and ``f`` tends to ``LeakyReLU(a)`` as ``beta -> inf``.
-    With ``negative_slope=0.1, beta=1`` this is ``0.1 x + 0.9 softplus(x)``, the
-    surrogate used by Chen et al. (GTSRB) and Sarkar et al.
-
-    Parameters
-    ----------
-    negative_slope : float, default 0.01
-        Slope ``a`` for negative inputs, as in ``nn.LeakyReLU``.
-    beta : float, default 10.0
-        Sharpness of the softplus; must be > 0.
-    threshold : float, default 20.0
-        Above ``beta * x > threshold`` the softplus is computed as the identity, as
-        in ``nn.Softplus``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from captum_robust.attr import LeakySoftplus
-    >>> act = LeakySoftplus(0.1, beta=1.0)
-    >>> x = torch.tensor([-2.0, 0.0, 3.0])
-    >>> torch.allclose(act(x), 0.1 * x + 0.9 * torch.nn.functional.softplus(x))
-    True
-    """
-
-    def __init__(
-        self, negative_slope: float = 0.01, beta: float = 10.0, threshold: float = 20.0
-    ) -> None:
-        super().__init__()
-        self.negative_slope = check_number(negative_slope, "negative_slope")
-        self.beta = check_number(beta, "beta", minimum=0.0, strict_minimum=True)
-        self.threshold = check_number(threshold, "threshold")
-
-    def forward(self, input: Tensor) -> Tensor:
-        a = self.negative_slope
-        return a * input + (1.0 - a) * _softplus(input, self.beta, self.threshold)
-
-    def extra_repr(self) -> str:
-        return (
-            f"negative_slope={self.negative_slope}, beta={self.beta}, "
-            f"threshold={self.threshold}"
-        )
-
-
-class SmoothHardtanh(nn.Module):
-    r"""Smooth version of ``nn.Hardtanh`` (and of ``nn.ReLU6``).
-
-    .. math::
-        f(x) = l + \mathrm{sp}(x - l) - \mathrm{sp}(x - h),
-        \qquad \mathrm{sp}(x) = \operatorname{softplus}(\beta x) / \beta,
-
-    with ``l = min_val`` and ``h = max_val``: the identity
-    ``hardtanh(x) = l + relu(x - l) - relu(x - h)`` with each ReLU replaced by a
-    softplus. It tends to ``l`` for ``x -> -inf`` and to ``h`` for ``x -> +inf``,
-    and to ``Hardtanh(l, h)`` as ``beta -> inf``.
-    ``SmoothHardtanh(0, 6)`` replaces ``nn.ReLU6``.
-
-    Parameters
-    ----------
-    min_val, max_val : float, default -1.0, 1.0
-        The bounds ``l < h``, as in ``nn.Hardtanh``.
-    beta : float, default 10.0
-        Sharpness of the softplus; must be > 0.
-    threshold : float, default 20.0
-        As in ``nn.Softplus``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from captum_robust.attr import SmoothHardtanh
-    >>> relu6 = SmoothHardtanh(0.0, 6.0, beta=100.0)
-    >>> x = torch.tensor([-3.0, 2.0, 9.0])
-    >>> torch.allclose(relu6(x), torch.nn.functional.relu6(x), atol=1e-6)
-    True
-    """
-
-    def __init__(
-        self,
-        min_val: float = -1.0,
-        max_val: float = 1.0,
-        beta: float = 10.0,
-        threshold: float = 20.0,
-    ) -> None:
-        super().__init__()
-        self.min_val = check_number(min_val, "min_val")
-        self.max_val = check_number(max_val, "max_val")
-        if not self.max_val > self.min_val:
-            raise ValueError(
-                f"`max_val` must be > `min_val`, got {self.max_val} <= {self.min_val}."
-            )
-        self.beta = check_number(beta, "beta", minimum=0.0, strict_minimum=True)
-        self.threshold = check_number(threshold, "threshold")
-
-    def forward(self, input: Tensor) -> Tensor:
-        return _smooth_hardtanh(
-            input, self.min_val, self.max_val, self.beta, self.threshold
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"min_val={self.min_val}, max_val={self.max_val}, beta={self.beta}, "
-            f"threshold={self.threshold}"
-        )
-
-
-def _smooth_hardtanh(
-    x: Tensor, lo: float, hi: float, beta: float, threshold: float = 20.0
-) -> Tensor:
-    return lo + _softplus(x - lo, beta, threshold) - _softplus(x - hi, beta, threshold)
-
-
-def _smooth_hardsigmoid(x: Tensor, beta: float, threshold: float = 20.0) -> Tensor:
-    return _smooth_hardtanh(x, -3.0, 3.0, beta, threshold).add(3.0).div(6.0)
-
-
-class SmoothHardsigmoid(nn.Module):
-    r"""Smooth version of ``nn.Hardsigmoid``.
-
-    .. math::
-        f(x) = \frac{\mathrm{sp}(x + 3) - \mathrm{sp}(x - 3)}{6},
-        \qquad \mathrm{sp}(x) = \operatorname{softplus}(\beta x) / \beta,
-
-    i.e. ``hardsigmoid(x) = relu6(x + 3) / 6`` with :class:`SmoothHardtanh` for
-    the ``relu6``. MobileNetV3's squeeze-excitation gates use it; unlike
-    ``nn.Hardsigmoid`` it has a double backward.
-
-    Parameters
-    ----------
-    beta : float, default 10.0
-        Sharpness of the softplus; must be > 0.
-    threshold : float, default 20.0
-        As in ``nn.Softplus``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from captum_robust.attr import SmoothHardsigmoid
-    >>> x = torch.tensor([-5.0, 0.0, 1.5, 5.0])
-    >>> torch.allclose(SmoothHardsigmoid(beta=100.0)(x), torch.nn.Hardsigmoid()(x))
-    True
-    """
-
-    def __init__(self, beta: float = 10.0, threshold: float = 20.0) -> None:
-        super().__init__()
-        self.beta = check_number(beta, "beta", minimum=0.0, strict_minimum=True)
-        self.threshold = check_number(threshold, "threshold")
-
-    def forward(self, input: Tensor) -> Tensor:
-        return _smooth_hardsigmoid(input, self.beta, self.threshold)
-
-    def extra_repr(self) -> str:
-        return f"beta={self.beta}, threshold={self.threshold}"
-
-
-class SmoothHardswish(SmoothHardsigmoid):
-    r"""Smooth version of ``nn.Hardswish``: ``x`` times :class:`SmoothHardsigmoid`.
-
-    .. math::
-        f(x) = x\,\frac{\mathrm{sp}(x + 3) - \mathrm{sp}(x - 3)}{6}
-
-    Examples
-    --------
-    >>> import torch
-    >>> from captum_robust.attr import SmoothHardswish
-    >>> x = torch.tensor([-5.0, -1.0, 0.5, 5.0])
-    >>> torch.allclose(SmoothHardswish(beta=100.0)(x), torch.nn.Hardswish()(x))
-    True
-    """
-
-    def forward(self, input: Tensor) -> Tensor:
-        return input * _smooth_hardsigmoid(input, self.beta, self.threshold)
-
-
-# --------------------------------------------------------------------- report
-
-
-@dataclass(frozen=True)
-class SurrogateReport:
-    """What :func:`softplus_surrogate` / :func:`softplus_activations` did to a model.
-
-    Every field maps a name to a count. Module counts are per module instance
-    (a shared activation counts once); call counts are the calls seen during the
-    surrogate's first forward pass.
-
-    Attributes
-    ----------
-    replaced : dict of str to int
-        Activation modules replaced, by original type (``{"ReLU": 3, ...}``).
-    smoothed_calls : dict of str to int
-        Functional ReLU-family calls smoothed on the first forward pass
-        (``{"torch.nn.functional.relu": 5}``: DenseNet, GoogLeNet, Inception).
-    kept_smooth : dict of str to int
-        Activation modules kept because their second derivatives do not vanish
-        (SiLU, GELU, Sigmoid, Tanh, Softplus, Mish, ELU, ...).
-    piecewise_modules : dict of str to int
-        Piecewise-linear activation modules kept as they are (PReLU, RReLU,
-        Threshold, Hardshrink, Softshrink).
-    piecewise_calls : dict of str to int
-        Piecewise-linear functional calls seen on the first forward pass and kept
-        (``torch.clamp``, ``torch.maximum``, ``F.threshold``, ..., and the ReLU
-        family when ``smooth_functional=False``); calls made inside the modules
-        of ``piecewise_modules`` are not counted again.
-    max_pooling : dict of str to int
-        Max-pooling modules and functional calls: piecewise linear, but a
-        selection; reported without a warning.
-    checked : bool
-        Whether a forward pass has been observed; the call fields are empty until
-        then (and stay empty with ``check_functional=False``).
-
-    Examples
-    --------
-    >>> import torch
-    >>> from torch import nn
-    >>> from captum_robust.attr import softplus_surrogate, surrogate_report
-    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2),
-    ...                     nn.Flatten(), nn.Linear(2, 2), nn.SiLU())
-    >>> smooth = softplus_surrogate(net)
-    >>> _ = smooth(torch.randn(1, 1, 4, 4))
-    >>> report = surrogate_report(smooth)
-    >>> report.replaced, report.kept_smooth, report.max_pooling
-    ({'ReLU': 1}, {'SiLU': 1}, {'MaxPool2d': 1})
-    >>> report.is_smooth
-    True
-    """
-
-    replaced: dict[str, int] = field(default_factory=dict)
-    smoothed_calls: dict[str, int] = field(default_factory=dict)
-    kept_smooth: dict[str, int] = field(default_factory=dict)
-    piecewise_modules: dict[str, int] = field(default_factory=dict)
-    piecewise_calls: dict[str, int] = field(default_factory=dict)
-    max_pooling: dict[str, int] = field(default_factory=dict)
-    checked: bool = False
-
-    @property
-    def is_smooth(self) -> bool:
-        """No piecewise-linear activation left (max pooling does not count)."""
-        return not self.piecewise_modules and not self.piecewise_calls
-
-    def summary(self) -> str:
-        """One line per non-empty field."""
-
-        def fmt(counts: dict[str, int]) -> str:
-            return ", ".join(f"{k} x{v}" for k, v in counts.items())
-
-        lines = []
-        for label, counts in (
-            ("replaced modules", self.replaced),
-            ("smoothed calls", self.smoothed_calls),
-            ("kept (smooth)", self.kept_smooth),
-            ("piecewise-linear modules kept", self.piecewise_modules),
-            ("piecewise-linear calls kept", self.piecewise_calls),
-            ("max pooling", self.max_pooling),
-        ):
-            if counts:
-                lines.append(f"{label}: {fmt(counts)}")
-        if not self.checked:
-            lines.append("no forward pass checked yet")
-        return "\n".join(lines)
-
-
-_REPORT = "_captum_robust_surrogate"
 
 _KEPT_SMOOTH = (
     nn.Softplus,
@@ -427,260 +92,6 @@ _MAX_POOLING_MODULES = (
 )
 
 
-def surrogate_report(model: nn.Module) -> SurrogateReport:
-    """The :class:`SurrogateReport` of a surrogate.
-
-    Parameters
-    ----------
-    model : nn.Module
-        A model returned by :func:`softplus_surrogate`, or the model inside a
-        :func:`softplus_activations` body.
-
-    Returns
-    -------
-    SurrogateReport
-        Module fields are filled when the surrogate is built, call fields after
-        its first forward pass.
-
-    Raises
-    ------
-    TypeError
-        If ``model`` is not an nn.Module.
-    ValueError
-        If ``model`` is not a surrogate.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from torch import nn
-    >>> from captum_robust.attr import softplus_surrogate, surrogate_report
-    >>> smooth = softplus_surrogate(nn.Sequential(nn.Linear(2, 2), nn.Hardswish()))
-    >>> surrogate_report(smooth).replaced
-    {'Hardswish': 1}
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(
-            f"`model` must be a torch.nn.Module, got {type(model).__name__}."
-        )
-    state = model.__dict__.get(_REPORT)
-    if not isinstance(state, _SurrogateState):
-        raise ValueError(
-            "`model` is not a softplus surrogate: build one with softplus_surrogate() "
-            "or ask inside a softplus_activations() body."
-        )
-    return state.report
-
-
-# ------------------------------------------------------- functional smoothing
-
-
-def _arg(args: tuple, kwargs: dict, index: int, name: str, default: Any) -> Any:
-    if len(args) > index:
-        return args[index]
-    return kwargs.get(name, default)
-
-
-def _in_place(x: Tensor, value: Tensor) -> Tensor:
-    # The original call wrote into x and callers may ignore the return value, so
-    # the smooth value is written there too. It is computed from a clone: the
-    # softplus saves its input for backward, which the write would invalidate.
-    return x.copy_(value)
-
-
-def _relu_like(inplace_always: bool) -> Callable[..., Tensor]:
-    def smooth(state: _SurrogateState, args: tuple, kwargs: dict) -> Tensor:
-        x = args[0]
-        inplace = inplace_always or bool(_arg(args, kwargs, 1, "inplace", False))
-        if inplace:
-            return _in_place(x, _softplus(x.clone(), state.beta, 20.0))
-        return _softplus(x, state.beta, 20.0)
-
-    return smooth
-
-
-def _leaky_like(inplace_always: bool) -> Callable[..., Tensor]:
-    def smooth(state: _SurrogateState, args: tuple, kwargs: dict) -> Tensor:
-        x = args[0]
-        a = float(_arg(args, kwargs, 1, "negative_slope", 0.01))
-        inplace = inplace_always or bool(_arg(args, kwargs, 2, "inplace", False))
-        src = x.clone() if inplace else x
-        value = a * src + (1.0 - a) * _softplus(src, state.leaky_beta, 20.0)
-        return _in_place(x, value) if inplace else value
-
-    return smooth
-
-
-def _hardtanh_like(inplace_always: bool, relu6: bool = False) -> Callable[..., Tensor]:
-    def smooth(state: _SurrogateState, args: tuple, kwargs: dict) -> Tensor:
-        x = args[0]
-        if relu6:
-            lo, hi = 0.0, 6.0
-            inplace = bool(_arg(args, kwargs, 1, "inplace", False))
-        else:
-            lo = float(_arg(args, kwargs, 1, "min_val", -1.0))
-            hi = float(_arg(args, kwargs, 2, "max_val", 1.0))
-            inplace = bool(_arg(args, kwargs, 3, "inplace", False))
-        inplace = inplace or inplace_always
-        src = x.clone() if inplace else x
-        value = _smooth_hardtanh(src, lo, hi, state.beta)
-        return _in_place(x, value) if inplace else value
-
-    return smooth
-
-
-def _hard_gate(inplace_always: bool, swish: bool) -> Callable[..., Tensor]:
-    def smooth(state: _SurrogateState, args: tuple, kwargs: dict) -> Tensor:
-        x = args[0]
-        inplace = inplace_always or bool(_arg(args, kwargs, 1, "inplace", False))
-        src = x.clone() if inplace else x
-        value = _smooth_hardsigmoid(src, state.beta)
-        if swish:
-            value = src * value
-        return _in_place(x, value) if inplace else value
-
-    return smooth
-
-
-_nn = torch._C._nn
-
-# ReLU-family functions: smoothed with smooth_functional=True, else reported.
-# F.relu, F.leaky_relu, ... dispatch through __torch_function__ under their
-# Python names; the rest are builtins (F.leaky_relu_ is _nn.leaky_relu_).
-_SMOOTHABLE: dict[Any, tuple[str, Callable[..., Tensor]]] = {
-    F.relu: ("torch.nn.functional.relu", _relu_like(False)),
-    F.relu_: ("torch.nn.functional.relu_", _relu_like(True)),
-    torch.relu: ("torch.relu", _relu_like(False)),
-    torch.relu_: ("torch.relu_", _relu_like(True)),
-    Tensor.relu: ("Tensor.relu", _relu_like(False)),
-    Tensor.relu_: ("Tensor.relu_", _relu_like(True)),
-    F.leaky_relu: ("torch.nn.functional.leaky_relu", _leaky_like(False)),
-    _nn.leaky_relu: ("torch._C._nn.leaky_relu", _leaky_like(False)),
-    _nn.leaky_relu_: ("torch.nn.functional.leaky_relu_", _leaky_like(True)),
-    F.relu6: ("torch.nn.functional.relu6", _hardtanh_like(False, relu6=True)),
-    _nn.relu6: ("torch._C._nn.relu6", _hardtanh_like(False, relu6=True)),
-    _nn.relu6_: ("torch._C._nn.relu6_", _hardtanh_like(True, relu6=True)),
-    F.hardtanh: ("torch.nn.functional.hardtanh", _hardtanh_like(False)),
-    _nn.hardtanh: ("torch._C._nn.hardtanh", _hardtanh_like(False)),
-    _nn.hardtanh_: ("torch.nn.functional.hardtanh_", _hardtanh_like(True)),
-    F.hardsigmoid: ("torch.nn.functional.hardsigmoid", _hard_gate(False, False)),
-    _nn.hardsigmoid: ("torch._C._nn.hardsigmoid", _hard_gate(False, False)),
-    _nn.hardsigmoid_: ("torch._C._nn.hardsigmoid_", _hard_gate(True, False)),
-    F.hardswish: ("torch.nn.functional.hardswish", _hard_gate(False, True)),
-    _nn.hardswish: ("torch._C._nn.hardswish", _hard_gate(False, True)),
-    _nn.hardswish_: ("torch._C._nn.hardswish_", _hard_gate(True, True)),
-}
-
-
-def _names(owner: Any, prefix: str, names: tuple[str, ...]) -> dict[Any, str]:
-    found = {}
-    for name in names:
-        func = getattr(owner, name, None)
-        if func is not None:
-            found[func] = f"{prefix}.{name}"
-    return found
-
-
-_CLAMPS = ("clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_min_")
-_CLAMPS += ("clamp_max", "clamp_max_", "maximum", "minimum", "fmax", "fmin")
-_PIECEWISE_CALLS: dict[Any, str] = {
-    **_names(torch, "torch", _CLAMPS + ("threshold", "threshold_", "prelu")),
-    **_names(torch, "torch", ("hardshrink", "rrelu", "rrelu_")),
-    **_names(Tensor, "Tensor", _CLAMPS + ("hardshrink", "prelu")),
-    **_names(
-        F,
-        "torch.nn.functional",
-        ("threshold", "threshold_", "prelu", "rrelu", "rrelu_", "hardshrink"),
-    ),
-    **_names(F, "torch.nn.functional", ("softshrink",)),
-}
-_MAX_POOLING_CALLS: dict[Any, str] = {
-    **_names(
-        F,
-        "torch.nn.functional",
-        tuple(
-            f"{kind}{d}d{suffix}"
-            for kind in ("max_pool", "adaptive_max_pool")
-            for d in (1, 2, 3)
-            for suffix in ("", "_with_indices")
-        )
-        + tuple(
-            f"fractional_max_pool{d}d{suffix}"
-            for d in (2, 3)
-            for suffix in ("", "_with_indices")
-        ),
-    ),
-    **_names(
-        torch,
-        "torch",
-        ("max_pool1d", "max_pool2d", "max_pool3d", "max_pool1d_with_indices"),
-    ),
-}
-
-
-class _SurrogateState:
-    """Per-surrogate settings and report, kept in the module's ``__dict__``.
-
-    A plain object (no closures), so that ``copy.deepcopy`` of a surrogate gives
-    the copy its own state.
-    """
-
-    def __init__(
-        self,
-        *,
-        beta: float,
-        leaky_beta: float,
-        smooth_functional: bool,
-        check: bool,
-        strict: bool,
-        report: SurrogateReport,
-        inner_forward: Any,
-    ) -> None:
-        self.beta = beta
-        self.leaky_beta = leaky_beta
-        self.smooth_functional = smooth_functional
-        self.check = check
-        self.strict = strict
-        self.report = report
-        self.inner_forward = inner_forward
-
-
-class _FunctionalMode(TorchFunctionMode):
-    """Smooths ReLU-family calls and, when recording, counts the others."""
-
-    def __init__(self, state: _SurrogateState, record: bool) -> None:
-        super().__init__()
-        self.state = state
-        self.record = record
-        self.depth = 0  # > 0 inside a kept piecewise module: its calls are counted
-        self.smoothed: dict[str, int] = {}
-        self.piecewise: dict[str, int] = {}
-        self.pooling: dict[str, int] = {}
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        try:
-            entry = _SMOOTHABLE.get(func)
-        except TypeError:  # unhashable callables are never activations
-            return func(*args, **kwargs)
-        if entry is not None:
-            name, smooth = entry
-            if self.state.smooth_functional:
-                if self.record:
-                    self.smoothed[name] = self.smoothed.get(name, 0) + 1
-                return smooth(self.state, args, kwargs)
-            if self.record and self.depth == 0:
-                self.piecewise[name] = self.piecewise.get(name, 0) + 1
-        elif self.record and self.depth == 0:
-            name = _PIECEWISE_CALLS.get(func)
-            if name is not None:
-                self.piecewise[name] = self.piecewise.get(name, 0) + 1
-            else:
-                name = _MAX_POOLING_CALLS.get(func)
-                if name is not None:
-                    self.pooling[name] = self.pooling.get(name, 0) + 1
-        return func(*args, **kwargs)
-
-
 def _kept_piecewise(model: nn.Module) -> list[nn.Module]:
     return [
         m
@@ -710,8 +121,7 @@ def _warn_or_raise(model: nn.Module, report: SurrogateReport, strict: bool) -> N
         "almost everywhere. Replace them by smooth modules (or nn.ReLU / "
         "nn.LeakyReLU, which the surrogate smooths"
     )
-    relu_family = {name for name, _ in _SMOOTHABLE.values()}
-    if any(name in relu_family for name in report.piecewise_calls):
+    if any(name in RELU_FAMILY for name in report.piecewise_calls):
         message += "; or build it with smooth_functional=True"
     message += "); surrogate_report() lists everything the surrogate did."
     if strict:
@@ -723,9 +133,9 @@ def _warn_or_raise(model: nn.Module, report: SurrogateReport, strict: bool) -> N
 
 
 def _smooth_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
-    state: _SurrogateState = self.__dict__[_REPORT]
+    state: SurrogateState = self.__dict__[REPORT_KEY]
     record = state.check
-    mode = _FunctionalMode(state, record)
+    mode = FunctionalMode(state, record)
     handles = []
     if record:
         state.check = False  # re-armed below if this forward pass fails
@@ -772,26 +182,26 @@ def _smooth_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
     return out
 
 
-def _install(module: nn.Module, state: _SurrogateState) -> None:
+def _install(module: nn.Module, state: SurrogateState) -> None:
     existing = module.__dict__.get("forward")
     if existing is not None:
         state.inner_forward = existing
     # A bound method rather than a closure so that deepcopy rebinds it to the copy.
     module.__dict__["forward"] = types.MethodType(_smooth_forward, module)
-    module.__dict__[_REPORT] = state
+    module.__dict__[REPORT_KEY] = state
 
 
 def _uninstall(module: nn.Module, *, keep_report: bool = True) -> None:
     """Remove the forward wrapper (restoring an instance-level forward)."""
-    state = module.__dict__.get(_REPORT)
+    state = module.__dict__.get(REPORT_KEY)
     forward = module.__dict__.get("forward")
     if isinstance(forward, types.MethodType) and forward.__func__ is _smooth_forward:
         del module.__dict__["forward"]
-        if isinstance(state, _SurrogateState) and state.inner_forward is not None:
+        if isinstance(state, SurrogateState) and state.inner_forward is not None:
             module.__dict__["forward"] = state.inner_forward
     if not keep_report:
-        module.__dict__.pop(_REPORT, None)
-    elif isinstance(state, _SurrogateState):
+        module.__dict__.pop(REPORT_KEY, None)
+    elif isinstance(state, SurrogateState):
         state.inner_forward = None
 
 
@@ -902,7 +312,7 @@ def _arm(
     check_functional: bool,
     strict: bool,
 ) -> None:
-    state = _SurrogateState(
+    state = SurrogateState(
         beta=beta,
         leaky_beta=leaky_beta,
         smooth_functional=smooth_functional,
@@ -1094,7 +504,7 @@ def softplus_activations(
         model, beta, leaky_beta, smooth_functional, check_functional, strict
     )
     replaced, report = _swap_activations(model, beta_f, leaky_f)
-    previous_state = model.__dict__.get(_REPORT)
+    previous_state = model.__dict__.get(REPORT_KEY)
     previous_forward = model.__dict__.get("forward")
     try:
         _arm(
@@ -1109,10 +519,10 @@ def softplus_activations(
         yield model
     finally:
         model.__dict__.pop("forward", None)
-        model.__dict__.pop(_REPORT, None)
+        model.__dict__.pop(REPORT_KEY, None)
         if previous_forward is not None:
             model.__dict__["forward"] = previous_forward
         if previous_state is not None:
-            model.__dict__[_REPORT] = previous_state
+            model.__dict__[REPORT_KEY] = previous_state
         for parent, name, original in reversed(replaced):
             setattr(parent, name, original)
