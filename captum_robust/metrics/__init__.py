@@ -52,11 +52,11 @@ from captum_robust.metrics._maps import (
     prepare_mask,
     spatial_attribution,
 )
-from captum_robust.metrics._rps import random_perturbation_similarity
 from captum_robust.metrics._sensitivity import (
     avg_sensitivity,
     local_lipschitz_estimate,
     max_sensitivity,
+    random_perturbation_similarity,
 )
 from captum_robust.metrics._similarity import (
     cosine_similarity,

@@ -1,10 +1,10 @@
 """Perturbed copies of a batch and their explanations, for the robustness metrics.
 
 The metrics of Quantus' robustness category and Captum's ``sensitivity_max``
-(:mod:`~captum_robust.metrics._sensitivity`, ``_stability`` and ``_rps``) are
-batched: the perturbed copies of a whole batch are explained in chunks of at
-most ``max_examples_per_batch`` copies, one explanation call (and, where a
-model is needed, one forward) per chunk, never a loop over samples.
+(:mod:`~captum_robust.metrics._sensitivity` and ``_stability``) are batched:
+the perturbed copies of a whole batch are explained in chunks of at most
+``max_examples_per_batch`` copies, one explanation call (and, where a model is
+needed, one forward) per chunk, never a loop over samples.
 
 Draws are seeded: ``seed`` initialises a ``torch.Generator`` on the inputs'
 device, and perturbation round ``p`` draws one noise tensor for the whole batch,

@@ -18,11 +18,11 @@ from captum_robust.metrics._maps import (
     check_map_options,
     check_option,
 )
-from captum_robust.metrics._rps import random_perturbation_similarity
 from captum_robust.metrics._sensitivity import (
     avg_sensitivity,
     local_lipschitz_estimate,
     max_sensitivity,
+    random_perturbation_similarity,
 )
 from captum_robust.metrics._similarity import (
     MSE_REDUCTIONS,
