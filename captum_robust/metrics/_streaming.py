@@ -48,6 +48,15 @@ class PerSampleMean(Metric):
     ``nan_count`` is also the metric state of that name (``metric.nan_count``),
     summed across ranks like the others; ``count + nan_count`` is the number of
     samples seen. With no defined sample, ``mean`` and the interval are NaN.
+
+    Parameters
+    ----------
+    confidence : float, default 0.95
+        Level of the confidence interval returned by ``compute``.
+    score_kwargs : dict
+        Keyword arguments passed to ``score_fn`` with every batch.
+    **kwargs
+        Passed to ``torchmetrics.Metric`` (e.g. ``sync_on_compute``).
     """
 
     full_state_update = False
@@ -78,7 +87,10 @@ class PerSampleMean(Metric):
         Each sample's score enters the running sums; a NaN score (a map with no
         information) is counted in ``nan_count`` instead.
         """
-        scores = type(self).score_fn(*args, **self.score_kwargs).double()
+        self._add_scores(type(self).score_fn(*args, **self.score_kwargs))
+
+    def _add_scores(self, scores: Tensor) -> None:
+        scores = scores.double()
         undefined = scores.isnan()
         scores = scores.masked_fill(undefined, 0.0)
         self.total += scores.sum()
@@ -116,7 +128,27 @@ class PerSampleMean(Metric):
         }
 
 
-class TopKIntersection(PerSampleMean):
+class _PairScore(PerSampleMean):
+    """A score of maps, ``update(attr_a, attr_b)`` or ``update(attributions,
+    mask)``, whose map options are checked and fixed at construction; a
+    subclass with more options adds them to ``score_kwargs``."""
+
+    def __init__(
+        self,
+        *,
+        abs: bool = True,
+        channel_reduction: ChannelReduction = "sum",
+        confidence: float = 0.95,
+        **kwargs: Any,
+    ) -> None:
+        # Checked here so that a bad option fails at once, not at the first
+        # update.
+        check_map_options(abs, channel_reduction)
+        score_kwargs = dict(abs=abs, channel_reduction=channel_reduction)
+        super().__init__(confidence=confidence, score_kwargs=score_kwargs, **kwargs)
+
+
+class TopKIntersection(_PairScore):
     """Streaming mean of :func:`topk_intersection` over batches.
 
     Samples where either map is constant (all zero, say) have no top-k set;
@@ -128,10 +160,8 @@ class TopKIntersection(PerSampleMean):
         Number of top features compared.
     abs, channel_reduction
         As in :func:`topk_intersection`.
-    confidence : float, default 0.95
-        Level of the confidence interval returned by ``compute``.
-    **kwargs
-        Passed to ``torchmetrics.Metric`` (e.g. ``sync_on_compute``).
+    confidence, **kwargs
+        As in :class:`PerSampleMean`.
 
     Examples
     --------
@@ -159,26 +189,15 @@ class TopKIntersection(PerSampleMean):
         confidence: float = 0.95,
         **kwargs: Any,
     ) -> None:
-        # Checked here so that a bad option fails at once, not at the first
-        # update; k's upper bound depends on the maps and is checked there.
+        # k's upper bound depends on the maps and is checked at the update.
         check_positive_int(k, "k")
-        check_map_options(abs, channel_reduction)
-        score_kwargs = dict(k=k, abs=abs, channel_reduction=channel_reduction)
-        super().__init__(confidence=confidence, score_kwargs=score_kwargs, **kwargs)
-
-
-class _PairScore(PerSampleMean):
-    def __init__(
-        self,
-        *,
-        abs: bool = True,
-        channel_reduction: ChannelReduction = "sum",
-        confidence: float = 0.95,
-        **kwargs: Any,
-    ) -> None:
-        check_map_options(abs, channel_reduction)
-        score_kwargs = dict(abs=abs, channel_reduction=channel_reduction)
-        super().__init__(confidence=confidence, score_kwargs=score_kwargs, **kwargs)
+        super().__init__(
+            abs=abs,
+            channel_reduction=channel_reduction,
+            confidence=confidence,
+            **kwargs,
+        )
+        self.score_kwargs["k"] = k
 
 
 class KendallTau(_PairScore):
@@ -190,10 +209,8 @@ class KendallTau(_PairScore):
         Take the absolute value of the maps before the channel reduction.
     channel_reduction : {"sum", "mean", "max", "none"}, default "sum"
         How (B, C, H, W) maps are reduced over channels before scoring.
-    confidence : float, default 0.95
-        Level of the confidence interval returned by ``compute``.
-    **kwargs
-        Passed to ``torchmetrics.Metric`` (e.g. ``sync_on_compute``).
+    confidence, **kwargs
+        As in :class:`PerSampleMean`.
 
     Examples
     --------
@@ -214,14 +231,8 @@ class SpearmanCorrelation(_PairScore):
 
     Parameters
     ----------
-    abs : bool, default True
-        Take the absolute value of the maps before the channel reduction.
-    channel_reduction : {"sum", "mean", "max", "none"}, default "sum"
-        How (B, C, H, W) maps are reduced over channels before scoring.
-    confidence : float, default 0.95
-        Level of the confidence interval returned by ``compute``.
-    **kwargs
-        Passed to ``torchmetrics.Metric`` (e.g. ``sync_on_compute``).
+    abs, channel_reduction, confidence, **kwargs
+        As in :class:`KendallTau`.
 
     Examples
     --------
@@ -242,14 +253,8 @@ class CenterOfMassShift(_PairScore):
 
     Parameters
     ----------
-    abs : bool, default True
-        Take the absolute value of the maps before the channel reduction.
-    channel_reduction : {"sum", "mean", "max", "none"}, default "sum"
-        How (B, C, H, W) maps are reduced over channels before scoring.
-    confidence : float, default 0.95
-        Level of the confidence interval returned by ``compute``.
-    **kwargs
-        Passed to ``torchmetrics.Metric`` (e.g. ``sync_on_compute``).
+    abs, channel_reduction, confidence, **kwargs
+        As in :class:`KendallTau`.
 
     Examples
     --------
@@ -267,23 +272,13 @@ class CenterOfMassShift(_PairScore):
     score_fn = staticmethod(center_of_mass_shift)
 
 
-class _MaskScore(_PairScore):
-    higher_is_better = True
-
-
-class SilhouetteOverlap(_MaskScore):
+class SilhouetteOverlap(_PairScore):
     """Streaming mean of :func:`silhouette_overlap`; ``update(attributions, mask)``.
 
     Parameters
     ----------
-    abs : bool, default True
-        Take the absolute value of the maps before the channel reduction.
-    channel_reduction : {"sum", "mean", "max", "none"}, default "sum"
-        How (B, C, H, W) maps are reduced over channels before scoring.
-    confidence : float, default 0.95
-        Level of the confidence interval returned by ``compute``.
-    **kwargs
-        Passed to ``torchmetrics.Metric`` (e.g. ``sync_on_compute``).
+    abs, channel_reduction, confidence, **kwargs
+        As in :class:`KendallTau`.
 
     Examples
     --------
@@ -295,22 +290,17 @@ class SilhouetteOverlap(_MaskScore):
     tensor(0.7500, dtype=torch.float64)
     """
 
+    higher_is_better = True
     score_fn = staticmethod(silhouette_overlap)
 
 
-class PointingGame(_MaskScore):
+class PointingGame(_PairScore):
     """Streaming hit rate of :func:`pointing_game`; ``update(attributions, mask)``.
 
     Parameters
     ----------
-    abs : bool, default True
-        Take the absolute value of the maps before the channel reduction.
-    channel_reduction : {"sum", "mean", "max", "none"}, default "sum"
-        How (B, C, H, W) maps are reduced over channels before scoring.
-    confidence : float, default 0.95
-        Level of the confidence interval returned by ``compute``.
-    **kwargs
-        Passed to ``torchmetrics.Metric`` (e.g. ``sync_on_compute``).
+    abs, channel_reduction, confidence, **kwargs
+        As in :class:`KendallTau`.
 
     Examples
     --------
@@ -322,22 +312,17 @@ class PointingGame(_MaskScore):
     tensor(0., dtype=torch.float64)
     """
 
+    higher_is_better = True
     score_fn = staticmethod(pointing_game)
 
 
-class RelevanceRankAccuracy(_MaskScore):
+class RelevanceRankAccuracy(_PairScore):
     """Streaming mean of :func:`relevance_rank_accuracy`.
 
     Parameters
     ----------
-    abs : bool, default True
-        Take the absolute value of the maps before the channel reduction.
-    channel_reduction : {"sum", "mean", "max", "none"}, default "sum"
-        How (B, C, H, W) maps are reduced over channels before scoring.
-    confidence : float, default 0.95
-        Level of the confidence interval returned by ``compute``.
-    **kwargs
-        Passed to ``torchmetrics.Metric`` (e.g. ``sync_on_compute``).
+    abs, channel_reduction, confidence, **kwargs
+        As in :class:`KendallTau`.
 
     Examples
     --------
@@ -349,10 +334,11 @@ class RelevanceRankAccuracy(_MaskScore):
     tensor(1., dtype=torch.float64)
     """
 
+    higher_is_better = True
     score_fn = staticmethod(relevance_rank_accuracy)
 
 
-class MaskIoU(PerSampleMean):
+class MaskIoU(_PairScore):
     """Streaming mean of :func:`mask_iou`; ``update(attributions, mask)``.
 
     Parameters
@@ -361,10 +347,8 @@ class MaskIoU(PerSampleMean):
         As in :func:`mask_iou`: which pixels of the map form its region.
     abs, channel_reduction
         As in :func:`mask_iou`.
-    confidence : float, default 0.95
-        Level of the confidence interval returned by ``compute``.
-    **kwargs
-        Passed to ``torchmetrics.Metric`` (e.g. ``sync_on_compute``).
+    confidence, **kwargs
+        As in :class:`PerSampleMean`.
 
     Examples
     --------
@@ -390,11 +374,10 @@ class MaskIoU(PerSampleMean):
         **kwargs: Any,
     ) -> None:
         check_threshold(threshold, threshold_mode)
-        check_map_options(abs, channel_reduction)
-        score_kwargs = dict(
-            threshold=threshold,
-            threshold_mode=threshold_mode,
+        super().__init__(
             abs=abs,
             channel_reduction=channel_reduction,
+            confidence=confidence,
+            **kwargs,
         )
-        super().__init__(confidence=confidence, score_kwargs=score_kwargs, **kwargs)
+        self.score_kwargs.update(threshold=threshold, threshold_mode=threshold_mode)

@@ -13,11 +13,7 @@ import torch
 from torch import Tensor
 
 from captum_robust.metrics._faithfulness import deletion_area, insertion_area
-from captum_robust.metrics._maps import (
-    ChannelReduction,
-    check_map_options,
-    check_option,
-)
+from captum_robust.metrics._maps import ChannelReduction, check_option
 from captum_robust.metrics._sensitivity import (
     avg_sensitivity,
     local_lipschitz_estimate,
@@ -37,11 +33,13 @@ from captum_robust.metrics._stability import (
     relative_output_stability,
     relative_representation_stability,
 )
-from captum_robust.metrics._streaming import PerSampleMean
+from captum_robust.metrics._streaming import PerSampleMean, _PairScore
 
 
-class _PairwiseMean(PerSampleMean):
-    """``update(attr_a, attr_b)`` with options fixed at construction."""
+class _PairScoreWithOptions(_PairScore):
+    """A :class:`_PairScore` whose constructor also takes ``options``, more
+    keyword arguments of its score function (part of the signature of the
+    classes built on it)."""
 
     def __init__(
         self,
@@ -52,14 +50,26 @@ class _PairwiseMean(PerSampleMean):
         options: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        check_map_options(abs, channel_reduction)
-        score_kwargs = dict(abs=abs, channel_reduction=channel_reduction)
-        score_kwargs.update(options or {})
-        super().__init__(confidence=confidence, score_kwargs=score_kwargs, **kwargs)
+        super().__init__(
+            abs=abs,
+            channel_reduction=channel_reduction,
+            confidence=confidence,
+            **kwargs,
+        )
+        self.score_kwargs.update(options or {})
 
 
-class PearsonCorrelation(_PairwiseMean):
+class PearsonCorrelation(_PairScoreWithOptions):
     """Streaming mean of :func:`pearson_correlation`; constant maps counted apart.
+
+    Parameters
+    ----------
+    abs, channel_reduction
+        As in :func:`pearson_correlation`.
+    options : dict, optional
+        More keyword arguments of :func:`pearson_correlation` (it has none).
+    confidence, **kwargs
+        As in :class:`PerSampleMean`.
 
     Examples
     --------
@@ -76,8 +86,13 @@ class PearsonCorrelation(_PairwiseMean):
     score_fn = staticmethod(pearson_correlation)
 
 
-class CosineSimilarity(_PairwiseMean):
+class CosineSimilarity(_PairScoreWithOptions):
     """Streaming mean of :func:`cosine_similarity`.
+
+    Parameters
+    ----------
+    abs, channel_reduction, options, confidence, **kwargs
+        As in :class:`PearsonCorrelation`.
 
     Examples
     --------
@@ -93,8 +108,15 @@ class CosineSimilarity(_PairwiseMean):
     score_fn = staticmethod(cosine_similarity)
 
 
-class MeanSquaredError(_PairwiseMean):
+class MeanSquaredError(_PairScore):
     """Streaming mean of :func:`mean_squared_error`.
+
+    Parameters
+    ----------
+    normalize, reduction, abs, channel_reduction
+        As in :func:`mean_squared_error`.
+    confidence, **kwargs
+        As in :class:`PerSampleMean`.
 
     Examples
     --------
@@ -125,16 +147,20 @@ class MeanSquaredError(_PairwiseMean):
             abs=abs,
             channel_reduction=channel_reduction,
             confidence=confidence,
-            options=dict(normalize=normalize, reduction=reduction),
             **kwargs,
         )
+        self.score_kwargs.update(normalize=normalize, reduction=reduction)
 
 
-class StructuralSimilarity(_PairwiseMean):
+class StructuralSimilarity(_PairScore):
     """Streaming mean of :func:`structural_similarity`.
 
-    Keyword options (``win_size``, ``sigma``, ``k1``, ``k2``,
-    ``use_sample_covariance``) are passed on.
+    Parameters
+    ----------
+    win_size, sigma, k1, k2, use_sample_covariance, abs, channel_reduction
+        As in :func:`structural_similarity`; checked at the first update.
+    confidence, **kwargs
+        As in :class:`PerSampleMean`.
 
     Examples
     --------
@@ -167,14 +193,14 @@ class StructuralSimilarity(_PairwiseMean):
             abs=abs,
             channel_reduction=channel_reduction,
             confidence=confidence,
-            options=dict(
-                win_size=win_size,
-                sigma=sigma,
-                k1=k1,
-                k2=k2,
-                use_sample_covariance=use_sample_covariance,
-            ),
             **kwargs,
+        )
+        self.score_kwargs.update(
+            win_size=win_size,
+            sigma=sigma,
+            k1=k1,
+            k2=k2,
+            use_sample_covariance=use_sample_covariance,
         )
 
 
@@ -206,24 +232,28 @@ class _BoundMean(PerSampleMean):
             scores = type(self).function(
                 *self._front, *args, **kwargs, **self.score_kwargs
             )
-        scores = scores.double()
-        undefined = scores.isnan()
-        scores = scores.masked_fill(undefined, 0.0)
-        self.total += scores.sum()
-        self.total_squares += (scores * scores).sum()
-        self.count += (~undefined).sum()
-        self.nan_count += undefined.sum()
+        self._add_scores(scores)
 
 
 class MaxSensitivity(_BoundMean):
     """Streaming mean of :func:`max_sensitivity`.
 
     ``MaxSensitivity(explanation_func, **options)``, then ``update(inputs,
-    target=...)`` per batch; options are those of the function, plus
-    ``confidence`` and ``dist_kwargs`` (passed to ``torchmetrics.Metric``).
-    ``perturb_func`` may have either form the function accepts:
-    ``perturb_func(inputs, generator)`` or Captum's ``perturb_func(inputs,
-    perturb_radius)``.
+    target=...)`` per batch.
+
+    Parameters
+    ----------
+    explanation_func
+        As in :func:`max_sensitivity`.
+    confidence : float, default 0.95
+        Level of the confidence interval returned by ``compute``.
+    dist_kwargs : dict, optional
+        Passed to ``torchmetrics.Metric`` (e.g. ``sync_on_compute``).
+    **options
+        Keyword arguments of :func:`max_sensitivity`, the same for every
+        batch. ``perturb_func`` may have either form the function accepts:
+        ``perturb_func(inputs, generator)`` or Captum's ``perturb_func(inputs,
+        perturb_radius)``.
 
     Examples
     --------
@@ -242,9 +272,12 @@ class MaxSensitivity(_BoundMean):
 class AvgSensitivity(_BoundMean):
     """Streaming mean of :func:`avg_sensitivity`; used like :class:`MaxSensitivity`.
 
-    ``perturb_func`` may have either form the function accepts:
-    ``perturb_func(inputs, generator)`` or Captum's ``perturb_func(inputs,
-    perturb_radius)``.
+    Parameters
+    ----------
+    explanation_func, **options
+        The arguments of :func:`avg_sensitivity` but ``inputs`` and ``target``.
+    confidence, dist_kwargs
+        As in :class:`MaxSensitivity`.
 
     Examples
     --------
@@ -263,9 +296,15 @@ class AvgSensitivity(_BoundMean):
 class LocalLipschitzEstimate(_BoundMean):
     """Streaming mean of :func:`local_lipschitz_estimate`.
 
-    ``perturb_func`` may have either form the function accepts:
-    ``perturb_func(inputs, generator)`` or Captum's ``perturb_func(inputs,
-    perturb_radius)``.
+    Used like :class:`MaxSensitivity`.
+
+    Parameters
+    ----------
+    explanation_func, **options
+        The arguments of :func:`local_lipschitz_estimate` but ``inputs`` and
+        ``target``.
+    confidence, dist_kwargs
+        As in :class:`MaxSensitivity`.
 
     Examples
     --------
@@ -284,9 +323,15 @@ class LocalLipschitzEstimate(_BoundMean):
 class RandomPerturbationSimilarity(_BoundMean):
     """Streaming mean of :func:`random_perturbation_similarity`.
 
-    ``perturb_func`` may have either form the function accepts:
-    ``perturb_func(inputs, generator)`` or Captum's ``perturb_func(inputs,
-    perturb_radius)``.
+    Used like :class:`MaxSensitivity`.
+
+    Parameters
+    ----------
+    explanation_func, **options
+        The arguments of :func:`random_perturbation_similarity` but ``inputs``
+        and ``target``.
+    confidence, dist_kwargs
+        As in :class:`MaxSensitivity`.
 
     Examples
     --------
@@ -306,10 +351,15 @@ class RelativeInputStability(_BoundMean):
     """Streaming mean of :func:`relative_input_stability`.
 
     ``RelativeInputStability(explanation_func, model, **options)``, then
-    ``update(inputs, target=...)``.
-    ``perturb_func`` may have either form the function accepts:
-    ``perturb_func(inputs, generator)`` or Captum's ``perturb_func(inputs,
-    perturb_radius)``.
+    ``update(inputs, target=...)`` per batch.
+
+    Parameters
+    ----------
+    explanation_func, model, **options
+        The arguments of :func:`relative_input_stability` but ``inputs`` and
+        ``target``.
+    confidence, dist_kwargs
+        As in :class:`MaxSensitivity`.
 
     Examples
     --------
@@ -329,9 +379,15 @@ class RelativeInputStability(_BoundMean):
 class RelativeOutputStability(_BoundMean):
     """Streaming mean of :func:`relative_output_stability`.
 
-    ``perturb_func`` may have either form the function accepts:
-    ``perturb_func(inputs, generator)`` or Captum's ``perturb_func(inputs,
-    perturb_radius)``.
+    Used like :class:`RelativeInputStability`.
+
+    Parameters
+    ----------
+    explanation_func, model, **options
+        The arguments of :func:`relative_output_stability` but ``inputs`` and
+        ``target``.
+    confidence, dist_kwargs
+        As in :class:`MaxSensitivity`.
 
     Examples
     --------
@@ -351,9 +407,15 @@ class RelativeOutputStability(_BoundMean):
 class RelativeRepresentationStability(_BoundMean):
     """Streaming mean of :func:`relative_representation_stability`.
 
-    ``perturb_func`` may have either form the function accepts:
-    ``perturb_func(inputs, generator)`` or Captum's ``perturb_func(inputs,
-    perturb_radius)``.
+    Used like :class:`RelativeInputStability`, with ``layer`` among the options.
+
+    Parameters
+    ----------
+    explanation_func, model, **options
+        The arguments of :func:`relative_representation_stability` but
+        ``inputs`` and ``target``.
+    confidence, dist_kwargs
+        As in :class:`MaxSensitivity`.
 
     Examples
     --------
@@ -377,6 +439,14 @@ class InsertionArea(_BoundMean):
     ``InsertionArea(model, **options)``, then ``update(inputs, attributions,
     target=...)``.
 
+    Parameters
+    ----------
+    model, **options
+        The arguments of :func:`insertion_area` but ``inputs``,
+        ``attributions`` and ``target``.
+    confidence, dist_kwargs
+        As in :class:`MaxSensitivity`.
+
     Examples
     --------
     >>> import torch
@@ -394,6 +464,14 @@ class InsertionArea(_BoundMean):
 
 class DeletionArea(_BoundMean):
     """Streaming mean of :func:`deletion_area`; used like :class:`InsertionArea`.
+
+    Parameters
+    ----------
+    model, **options
+        The arguments of :func:`deletion_area` but ``inputs``,
+        ``attributions`` and ``target``.
+    confidence, dist_kwargs
+        As in :class:`MaxSensitivity`.
 
     Examples
     --------
