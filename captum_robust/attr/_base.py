@@ -76,6 +76,15 @@ class DifferentiableAttribution:
         """Same method and settings, bound to ``forward_func``; see the subclass."""
         raise NotImplementedError
 
+    def _check_rebinding(self, forward_func: object, kwargs: dict[str, Any]) -> None:
+        """The checks of a ``with_forward_func`` that takes no keyword arguments."""
+        if kwargs:
+            raise TypeError(
+                f"with_forward_func() of {self.method} takes no keyword arguments, "
+                f"got {sorted(kwargs)}."
+            )
+        check_forward_func(forward_func)
+
     def __repr__(self) -> str:
         name = type(self._forward_func).__name__
         return f"{type(self).__name__}(method={self.method!r}, forward_func={name})"
@@ -202,6 +211,17 @@ def check_bool(value: object, name: str) -> bool:
     return value
 
 
+def check_call(inputs: object, target: object, **flags: object) -> tuple[Tensor, ...]:
+    """The checks an ``attribute`` call starts with, in this order: ``inputs``
+    (returned as a tuple of tensors), ``target`` against them, then each keyword
+    argument, a flag that must be a bool."""
+    xs = check_inputs(inputs)
+    check_target(target, xs)
+    for name, flag in flags.items():
+        check_bool(flag, name)
+    return xs
+
+
 def create_graph_gradients(
     forward_fn: Callable[..., Any],
     inputs: tuple[Tensor, ...],
@@ -280,34 +300,36 @@ def resolve_generator(
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def randn(
+def _draw(
+    sample: Callable[..., Tensor],
     shape: tuple[int, ...],
-    *,
     generator: torch.Generator | None,
     like: Tensor,
+    **options: Any,
 ) -> Tensor:
-    """Standard normal draws shaped ``shape`` on ``like``'s device and dtype.
+    """``sample(shape, **options)`` on ``like``'s device.
 
     A generator on another device draws there and the result is moved, so a CPU
     generator can drive a CUDA computation.
     """
     if generator is None:
-        return torch.randn(shape, device=like.device, dtype=like.dtype)
-    out = torch.randn(
-        shape, generator=generator, device=generator.device, dtype=like.dtype
-    )
+        return sample(shape, device=like.device, **options)
+    out = sample(shape, generator=generator, device=generator.device, **options)
     return out.to(like.device)
+
+
+def randn(
+    shape: tuple[int, ...], *, generator: torch.Generator | None, like: Tensor
+) -> Tensor:
+    """Standard normal draws shaped ``shape`` on ``like``'s device and dtype."""
+    return _draw(torch.randn, shape, generator, like, dtype=like.dtype)
 
 
 def rand(
     shape: tuple[int, ...], *, generator: torch.Generator | None, like: Tensor
 ) -> Tensor:
-    if generator is None:
-        return torch.rand(shape, device=like.device, dtype=like.dtype)
-    out = torch.rand(
-        shape, generator=generator, device=generator.device, dtype=like.dtype
-    )
-    return out.to(like.device)
+    """Uniform draws in [0, 1) shaped ``shape`` on ``like``'s device and dtype."""
+    return _draw(torch.rand, shape, generator, like, dtype=like.dtype)
 
 
 def randint(
@@ -317,10 +339,8 @@ def randint(
     generator: torch.Generator | None,
     like: Tensor,
 ) -> Tensor:
-    if generator is None:
-        return torch.randint(high, shape, device=like.device)
-    out = torch.randint(high, shape, generator=generator, device=generator.device)
-    return out.to(like.device)
+    """Integers in [0, ``high``) shaped ``shape`` on ``like``'s device."""
+    return _draw(functools.partial(torch.randint, high), shape, generator, like)
 
 
 def check_stdevs(stdevs: object, n_inputs: int) -> tuple[float, ...]:

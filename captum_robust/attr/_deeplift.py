@@ -38,10 +38,8 @@ from captum_robust.attr._base import (
     DifferentiableAttribution,
     TensorOrTuple,
     check_bool,
-    check_forward_func,
-    check_inputs,
+    check_call,
     check_module,
-    check_target,
     check_target_range,
     second_order,
     tracked_inputs,
@@ -393,9 +391,9 @@ class DeepLiftAttribution(DifferentiableAttribution):
         Tensor or tuple of Tensor, or (attributions, delta)
             Shaped like ``inputs``, with an autograd graph.
         """
-        xs = check_inputs(inputs)
-        check_target(target, xs)
-        check_bool(return_convergence_delta, "return_convergence_delta")
+        xs = check_call(
+            inputs, target, return_convergence_delta=return_convergence_delta
+        )
         if custom_attribution_func is not None and not callable(
             custom_attribution_func
         ):
@@ -485,12 +483,7 @@ class DeepLiftAttribution(DifferentiableAttribution):
         self, forward_func: Callable[..., Any], **kwargs: Any
     ) -> DeepLiftAttribution:
         """The same method and settings bound to ``forward_func`` (an nn.Module)."""
-        if kwargs:
-            raise TypeError(
-                "with_forward_func() of DeepLift takes no keyword arguments, got "
-                f"{sorted(kwargs)}."
-            )
-        check_forward_func(forward_func)
+        self._check_rebinding(forward_func, kwargs)
         return DeepLiftAttribution(
             forward_func,  # type: ignore[arg-type]
             multiply_by_inputs=self.multiply_by_inputs,

@@ -20,9 +20,8 @@ from captum_robust.attr._base import (
     TensorOrTuple,
     as_module,
     check_bool,
+    check_call,
     check_forward_func,
-    check_inputs,
-    check_target,
     check_target_range,
     second_order,
 )
@@ -295,14 +294,13 @@ relu_attributions, attr_dim_summation, grad_kwargs
             Naming ``layout`` or ``token_grid`` when the layer's tensor does not
             fit the layout or its grid cannot be inferred.
         """
-        xs = check_inputs(inputs)
-        check_target(target, xs)
-        for name, flag in (
-            ("attribute_to_layer_input", attribute_to_layer_input),
-            ("relu_attributions", relu_attributions),
-            ("attr_dim_summation", attr_dim_summation),
-        ):
-            check_bool(flag, name)
+        xs = check_call(
+            inputs,
+            target,
+            attribute_to_layer_input=attribute_to_layer_input,
+            relu_attributions=relu_attributions,
+            attr_dim_summation=attr_dim_summation,
+        )
         if upsample_to_input is None:
             upsample_to_input = self.upsample_to_input
         check_bool(upsample_to_input, "upsample_to_input")

@@ -15,7 +15,6 @@ from captum_robust.attr._base import (
     DifferentiableAttribution,
     TensorOrTuple,
     check_bool,
-    check_forward_func,
     check_inputs,
     check_target,
     concat_rows,
@@ -112,12 +111,7 @@ class CaptumGradientAttribution(DifferentiableAttribution):
         self, forward_func: Callable[..., Any], **kwargs: Any
     ) -> CaptumGradientAttribution:
         """The same method and settings, bound to ``forward_func``."""
-        if kwargs:
-            raise TypeError(
-                f"with_forward_func() of {self.method} takes no keyword arguments, "
-                f"got {sorted(kwargs)}."
-            )
-        check_forward_func(forward_func)
+        self._check_rebinding(forward_func, kwargs)
         rebound = copy.copy(self._captum)
         rebound.forward_func = forward_func
         return CaptumGradientAttribution(rebound)

@@ -28,12 +28,10 @@ from captum_robust._utils.validation import (
 from captum_robust.attr._base import (
     DifferentiableAttribution,
     TensorOrTuple,
-    check_bool,
+    check_call,
     check_forward_func,
-    check_inputs,
     check_seed,
     check_stdevs,
-    check_target,
     create_graph_gradients,
     rand,
     randint,
@@ -156,9 +154,9 @@ return_convergence_delta
             and sample, shape ``(B * n_samples,)``, as in Captum.
         """
         is_tuple = isinstance(inputs, tuple)
-        xs = check_inputs(inputs)
-        check_target(target, xs)
-        check_bool(return_convergence_delta, "return_convergence_delta")
+        xs = check_call(
+            inputs, target, return_convergence_delta=return_convergence_delta
+        )
         n = check_positive_int(n_samples, "n_samples")
         sds = check_stdevs(stdevs, len(xs))
         bases = format_baselines(baselines, xs)
@@ -212,11 +210,7 @@ return_convergence_delta
         self, forward_func: Callable[..., Any], **kwargs: Any
     ) -> GradientShapAttribution:
         """Same ``multiply_by_inputs`` and ``seed``, bound to ``forward_func``."""
-        if kwargs:
-            raise TypeError(
-                "with_forward_func() of GradientShap takes no keyword arguments, "
-                f"got {sorted(kwargs)}."
-            )
+        self._check_rebinding(forward_func, kwargs)
         return GradientShapAttribution(
             forward_func, multiply_by_inputs=self.multiplies_by_inputs, seed=self.seed
         )

@@ -12,11 +12,9 @@ from torch import nn
 from captum_robust.attr._base import (
     DifferentiableAttribution,
     TensorOrTuple,
-    check_bool,
+    check_call,
     check_forward_func,
-    check_inputs,
     check_module,
-    check_target,
     second_order,
 )
 from captum_robust.attr._grad_cam import LayerGradCamAttribution
@@ -97,9 +95,9 @@ attribute_to_layer_input
         Tensor or tuple of Tensor
             Maps shaped like ``inputs``, with an autograd graph.
         """
-        xs = check_inputs(inputs)
-        check_target(target, xs)
-        check_bool(attribute_to_layer_input, "attribute_to_layer_input")
+        xs = check_call(
+            inputs, target, attribute_to_layer_input=attribute_to_layer_input
+        )
         if not isinstance(interpolate_mode, str):
             raise TypeError(
                 "`interpolate_mode` must be a str, got "

@@ -71,11 +71,8 @@ from torch.func import functional_call
 from captum_robust.attr._base import (
     DifferentiableAttribution,
     TensorOrTuple,
-    check_bool,
-    check_forward_func,
-    check_inputs,
+    check_call,
     check_module,
-    check_target,
     check_target_range,
     create_graph_gradients,
     patched_forwards,
@@ -362,10 +359,12 @@ class LRPAttribution(DifferentiableAttribution):
         Tensor or tuple of Tensor, or (attributions, delta)
             The relevance, shaped like ``inputs``, with an autograd graph.
         """
-        xs = check_inputs(inputs)
-        check_target(target, xs)
-        check_bool(return_convergence_delta, "return_convergence_delta")
-        check_bool(verbose, "verbose")
+        check_call(
+            inputs,
+            target,
+            return_convergence_delta=return_convergence_delta,
+            verbose=verbose,
+        )
         model = self.forward_func
         assert isinstance(model, nn.Module)
         rules = lrp_rules(model)
@@ -559,12 +558,7 @@ class LRPAttribution(DifferentiableAttribution):
         self, forward_func: Callable[..., Any], **kwargs: Any
     ) -> LRPAttribution:
         """The same method bound to ``forward_func`` (an nn.Module; its own rules)."""
-        if kwargs:
-            raise TypeError(
-                "with_forward_func() of LRP takes no keyword arguments, got "
-                f"{sorted(kwargs)}."
-            )
-        check_forward_func(forward_func)
+        self._check_rebinding(forward_func, kwargs)
         bound = LRPAttribution(forward_func)  # type: ignore[arg-type]
         bound._epsilon_warned = self._epsilon_warned
         return bound

@@ -25,10 +25,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from captum_robust.attr._base import (
     DifferentiableAttribution,
     TensorOrTuple,
-    check_forward_func,
-    check_inputs,
+    check_call,
     check_module,
-    check_target,
     create_graph_gradients,
     patched_forwards,
     second_order,
@@ -217,8 +215,7 @@ class ModifiedReluAttribution(DifferentiableAttribution):
         Tensor or tuple of Tensor
             The map, shaped like ``inputs``, with an autograd graph.
         """
-        xs = check_inputs(inputs)
-        check_target(target, xs)
+        check_call(inputs, target)
         model = self.forward_func
         assert isinstance(model, nn.Module)
         guided = self.guided
@@ -282,12 +279,7 @@ class ModifiedReluAttribution(DifferentiableAttribution):
         self, forward_func: Callable[..., Any], **kwargs: Any
     ) -> ModifiedReluAttribution:
         """The same rule, bound to ``forward_func`` (an nn.Module)."""
-        if kwargs:
-            raise TypeError(
-                f"with_forward_func() of {self.method} takes no keyword arguments, "
-                f"got {sorted(kwargs)}."
-            )
-        check_forward_func(forward_func)
+        self._check_rebinding(forward_func, kwargs)
         return ModifiedReluAttribution(forward_func, self.guided)  # type: ignore[arg-type]
 
 

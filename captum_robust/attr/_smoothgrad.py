@@ -22,11 +22,10 @@ from captum_robust.attr._base import (
     DifferentiableAttribution,
     TensorOrTuple,
     check_bool,
+    check_call,
     check_forward_func,
-    check_inputs,
     check_seed,
     check_stdevs,
-    check_target,
     create_graph_gradients,
     randint,
     randn,
@@ -88,8 +87,7 @@ def noise_tunnel(
     to match, as Captum's NoiseTunnel does.
     """
     is_tuple = isinstance(inputs, tuple)
-    xs = check_inputs(inputs)
-    check_target(kwargs.get("target"), xs)
+    xs = check_call(inputs, kwargs.get("target"))
     check_choice(nt_type, NT_TYPES, "nt_type")
     n = check_positive_int(nt_samples, "nt_samples")
     chunk = n if nt_samples_batch_size is None else nt_samples_batch_size
@@ -303,11 +301,7 @@ class SmoothGrad(DifferentiableAttribution):
         self, forward_func: Callable[..., Any], **kwargs: Any
     ) -> SmoothGrad:
         """A SmoothGrad with the same ``seed``, bound to ``forward_func``."""
-        if kwargs:
-            raise TypeError(
-                "with_forward_func() of SmoothGrad takes no keyword arguments, "
-                f"got {sorted(kwargs)}."
-            )
+        self._check_rebinding(forward_func, kwargs)
         return SmoothGrad(forward_func, seed=self.seed)
 
 
