@@ -12,7 +12,7 @@ from captum_robust.metrics._maps import (
     spatial_attribution,
     unit_scale,
 )
-from captum_robust.metrics._pairwise import spatial_pair
+from captum_robust.metrics._pairwise import paired_maps
 
 
 def center_of_mass_map(maps: Tensor) -> Tensor:
@@ -119,5 +119,5 @@ def center_of_mass_shift(
     >>> center_of_mass_shift(a, b)
     tensor([5.])
     """
-    map_a, map_b = spatial_pair(attr_a, attr_b, abs, channel_reduction)
+    map_a, map_b = paired_maps(attr_a, attr_b, abs, channel_reduction, spatial=True)
     return (center_of_mass_map(map_a) - center_of_mass_map(map_b)).norm(dim=1)

@@ -33,6 +33,7 @@ def _pixel_ranks(maps: Tensor) -> Tensor:
 
 def _curve(
     mode: str,
+    *,
     model: object,
     inputs: object,
     attributions: TensorOrTuple,
@@ -44,6 +45,8 @@ def _curve(
     channel_reduction: object,
     max_examples_per_batch: object,
 ) -> Tensor:
+    """The insertion or deletion curve (``mode``); takes the public functions'
+    arguments by name."""
     if not isinstance(model, nn.Module) and not callable(model):
         raise TypeError(f"`model` must be callable, got {type(model).__name__}.")
     if not isinstance(inputs, Tensor):
@@ -167,19 +170,7 @@ def insertion_curve(
     >>> insertion_area(model, inputs, attr, target=0).shape
     torch.Size([3])
     """
-    return _curve(
-        "insertion",
-        model,
-        inputs,
-        attributions,
-        target,
-        n_steps,
-        baseline,
-        softmax,
-        abs,
-        channel_reduction,
-        max_examples_per_batch,
-    )
+    return _curve("insertion", **locals())
 
 
 def deletion_curve(
@@ -223,26 +214,7 @@ def deletion_curve(
     >>> curve.shape
     torch.Size([1, 2])
     """
-    return _curve(
-        "deletion",
-        model,
-        inputs,
-        attributions,
-        target,
-        n_steps,
-        baseline,
-        softmax,
-        abs,
-        channel_reduction,
-        max_examples_per_batch,
-    )
-
-
-def _area(mode: str, *args, **kwargs) -> Tensor:
-    curve = (insertion_curve if mode == "insertion" else deletion_curve)(
-        *args, **kwargs
-    )
-    return curve.mean(dim=1)
+    return _curve("deletion", **locals())
 
 
 def insertion_area(
@@ -263,6 +235,18 @@ def insertion_area(
     The left Riemann sum over fractions ``i / n_steps`` (Joo et al.'s mean
     probability). In [0, 1] with ``softmax=True``; higher is more faithful.
 
+    Parameters
+    ----------
+    model, inputs, attributions, target, n_steps, baseline, softmax
+        As in :func:`insertion_curve`.
+    abs, channel_reduction, max_examples_per_batch
+        As in :func:`insertion_curve`.
+
+    Returns
+    -------
+    Tensor
+        Shape (B,); in [0, 1] with ``softmax=True``.
+
     Examples
     --------
     >>> import torch
@@ -273,19 +257,7 @@ def insertion_area(
     >>> insertion_area(model, torch.ones(1, 1, 2, 2), torch.ones(1, 2, 2), target=0)
     tensor([0.5000])
     """
-    return _area(
-        "insertion",
-        model,
-        inputs,
-        attributions,
-        target=target,
-        n_steps=n_steps,
-        baseline=baseline,
-        softmax=softmax,
-        abs=abs,
-        channel_reduction=channel_reduction,
-        max_examples_per_batch=max_examples_per_batch,
-    )
+    return insertion_curve(**locals()).mean(dim=1)
 
 
 def deletion_area(
@@ -303,6 +275,20 @@ def deletion_area(
 ) -> Tensor:
     """Area under :func:`deletion_curve`, per sample; lower is more faithful.
 
+    The mean of its points, as for :func:`insertion_area`.
+
+    Parameters
+    ----------
+    model, inputs, attributions, target, n_steps, baseline, softmax
+        As in :func:`deletion_curve`.
+    abs, channel_reduction, max_examples_per_batch
+        As in :func:`deletion_curve`.
+
+    Returns
+    -------
+    Tensor
+        Shape (B,); in [0, 1] with ``softmax=True``.
+
     Examples
     --------
     >>> import torch
@@ -313,16 +299,4 @@ def deletion_area(
     >>> deletion_area(model, torch.ones(1, 1, 2, 2), torch.ones(1, 2, 2), target=0)
     tensor([0.5000])
     """
-    return _area(
-        "deletion",
-        model,
-        inputs,
-        attributions,
-        target=target,
-        n_steps=n_steps,
-        baseline=baseline,
-        softmax=softmax,
-        abs=abs,
-        channel_reduction=channel_reduction,
-        max_examples_per_batch=max_examples_per_batch,
-    )
+    return deletion_curve(**locals()).mean(dim=1)

@@ -50,22 +50,22 @@ def _check_same_structure(
     check_same_device(attr_a=tensors_a, attr_b=tensors_b)
 
 
-def flat_pair(
+def paired_maps(
     attr_a: TensorOrTuple,
     attr_b: TensorOrTuple,
     abs: bool,
     channel_reduction: ChannelReduction,
+    *,
+    spatial: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """Validate two attributions and return their flat (B, N) maps."""
+    """Validate two attributions and return their maps: flat (B, N), or
+    (B, H, W) for image attributions with ``spatial=True``."""
     check_map_options(abs, channel_reduction)
     _check_same_structure(attr_a, attr_b, channel_reduction)
-    flat_a = flatten_attribution(
-        attr_a, abs=abs, channel_reduction=channel_reduction, name="attr_a"
-    )
-    flat_b = flatten_attribution(
-        attr_b, abs=abs, channel_reduction=channel_reduction, name="attr_b"
-    )
-    return flat_a, flat_b
+    prepare = spatial_attribution if spatial else flatten_attribution
+    map_a = prepare(attr_a, abs=abs, channel_reduction=channel_reduction, name="attr_a")
+    map_b = prepare(attr_b, abs=abs, channel_reduction=channel_reduction, name="attr_b")
+    return map_a, map_b
 
 
 def _needs_no_reduction(attr: TensorOrTuple, channel_reduction: str) -> bool:
@@ -81,7 +81,7 @@ def flat_pair_for_ranking(
     abs: bool,
     channel_reduction: ChannelReduction,
 ) -> tuple[Tensor, Tensor, bool]:
-    """Like ``flat_pair``, for metrics that rank through ``order_keys``.
+    """Like ``paired_maps``, for metrics that rank through ``order_keys``.
 
     When no channel of either attribution has to be reduced after the absolute
     value, the maps come back without it (views of the inputs, no copy) and the
@@ -98,25 +98,7 @@ def flat_pair_for_ranking(
     ):
         # Single channels are squeezed by a sum, which has nothing to add up.
         reduction = "none" if channel_reduction == "none" else "sum"
-        flat_a, flat_b = flat_pair(attr_a, attr_b, False, reduction)
+        flat_a, flat_b = paired_maps(attr_a, attr_b, False, reduction)
         return flat_a, flat_b, True
-    flat_a, flat_b = flat_pair(attr_a, attr_b, abs, channel_reduction)
+    flat_a, flat_b = paired_maps(attr_a, attr_b, abs, channel_reduction)
     return flat_a, flat_b, False
-
-
-def spatial_pair(
-    attr_a: TensorOrTuple,
-    attr_b: TensorOrTuple,
-    abs: bool,
-    channel_reduction: ChannelReduction,
-) -> tuple[Tensor, Tensor]:
-    """Validate two image attributions and return their (B, H, W) maps."""
-    check_map_options(abs, channel_reduction)
-    _check_same_structure(attr_a, attr_b, channel_reduction)
-    map_a = spatial_attribution(
-        attr_a, abs=abs, channel_reduction=channel_reduction, name="attr_a"
-    )
-    map_b = spatial_attribution(
-        attr_b, abs=abs, channel_reduction=channel_reduction, name="attr_b"
-    )
-    return map_a, map_b

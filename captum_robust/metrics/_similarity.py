@@ -29,7 +29,7 @@ from captum_robust.metrics._maps import (
     check_option,
     unit_scale,
 )
-from captum_robust.metrics._pairwise import flat_pair, spatial_pair
+from captum_robust.metrics._pairwise import paired_maps
 
 Normalization = Literal["none", "sum", "max"]
 NORMALIZATIONS = ("none", "sum", "max")
@@ -135,7 +135,7 @@ def pearson_correlation(
     >>> pearson_correlation(a, torch.zeros(1, 4))
     tensor([nan])
     """
-    map_a, map_b = flat_pair(attr_a, attr_b, abs, channel_reduction)
+    map_a, map_b = paired_maps(attr_a, attr_b, abs, channel_reduction)
     return pearson_flat(map_a, map_b)
 
 
@@ -173,7 +173,7 @@ def cosine_similarity(
     >>> cosine_similarity(a, torch.tensor([[1.0, 1.0, 0.0]]))
     tensor([0.5000])
     """
-    map_a, map_b = flat_pair(attr_a, attr_b, abs, channel_reduction)
+    map_a, map_b = paired_maps(attr_a, attr_b, abs, channel_reduction)
     return cosine_flat(map_a, map_b)
 
 
@@ -226,7 +226,7 @@ def mean_squared_error(
     """
     check_option(normalize, NORMALIZATIONS, "normalize")
     check_option(reduction, MSE_REDUCTIONS, "reduction")
-    map_a, map_b = flat_pair(attr_a, attr_b, abs, channel_reduction)
+    map_a, map_b = paired_maps(attr_a, attr_b, abs, channel_reduction)
     return mse_flat(map_a, map_b, normalize, reduction)
 
 
@@ -533,7 +533,7 @@ def structural_similarity(
     check_number(k1, "k1", minimum=0.0)
     check_number(k2, "k2", minimum=0.0)
     check_flag(use_sample_covariance, "use_sample_covariance")
-    map_a, map_b = spatial_pair(attr_a, attr_b, abs, channel_reduction)
+    map_a, map_b = paired_maps(attr_a, attr_b, abs, channel_reduction, spatial=True)
     if min(map_a.shape[1:]) < win_size:
         raise ValueError(
             f"`attr_a` gives maps of size {tuple(map_a.shape[1:])}, smaller than "

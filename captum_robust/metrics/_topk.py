@@ -76,6 +76,24 @@ def constant_rows(maps: Tensor) -> Tensor:
     return low == high
 
 
+def _mask_overlap(
+    map_a: Tensor, map_b: Tensor, k: int, magnitude: bool, constant_nan: bool
+) -> Tensor:
+    """``topk_intersection_flat`` by the deterministic tie rule of ``topk_mask``."""
+    if magnitude:
+        map_a, map_b = map_a.abs(), map_b.abs()
+    common = (topk_mask(map_a, k) & topk_mask(map_b, k)).sum(dim=1)
+    result = common.to(_score_dtype(map_a)) / k
+    if constant_nan:
+        undefined = constant_rows(map_a) | constant_rows(map_b)
+        result = result.masked_fill(undefined, float("nan"))
+    return result
+
+
+def _score_dtype(maps: Tensor) -> torch.dtype:
+    return maps.dtype if maps.dtype == torch.float64 else torch.float32
+
+
 def topk_intersection_flat(
     map_a: Tensor,
     map_b: Tensor,
@@ -89,17 +107,8 @@ def topk_intersection_flat(
     rows where either map is constant (no top-k set to speak of); otherwise the
     tie rule picks the lowest indices there too.
     """
-    n = map_a.shape[1]
-    dtype = map_a.dtype if map_a.dtype == torch.float64 else torch.float32
-    if map_a.device.type != "cpu" or k == n:
-        if magnitude:
-            map_a, map_b = map_a.abs(), map_b.abs()
-        common = (topk_mask(map_a, k) & topk_mask(map_b, k)).sum(dim=1)
-        result = common.to(dtype) / k
-        if constant_nan:
-            undefined = constant_rows(map_a) | constant_rows(map_b)
-            result = result.masked_fill(undefined, float("nan"))
-        return result
+    if map_a.device.type != "cpu" or k == map_a.shape[1]:
+        return _mask_overlap(map_a, map_b, k, magnitude, constant_nan)
     # CPU: integer keys select faster than floats, and the intersection of two
     # sets of k indices is found among 2k sorted indices, not over all N.
     top_a, ambiguous_a = _top_indices_in_chunks(map_a, k, magnitude)
@@ -109,19 +118,13 @@ def topk_intersection_flat(
     # Reading the flags is free on the CPU. Rows with a tie at the cut take the
     # deterministic rule of topk_mask.
     tied = (ambiguous_a | ambiguous_b).nonzero().flatten()
-    result = common.to(dtype) / k
+    result = common.to(_score_dtype(map_a)) / k
     if len(tied):
-        rows_a, rows_b = map_a[tied], map_b[tied]
-        if magnitude:
-            rows_a, rows_b = rows_a.abs(), rows_b.abs()
-        tied_common = (topk_mask(rows_a, k) & topk_mask(rows_b, k)).sum(dim=1)
-        tied_result = tied_common.to(dtype) / k
         # A constant row ties at every place, so it is always among these rows:
-        # the check costs nothing on rows without a tie at the cut.
-        if constant_nan:
-            undefined = constant_rows(rows_a) | constant_rows(rows_b)
-            tied_result = tied_result.masked_fill(undefined, float("nan"))
-        result[tied] = tied_result
+        # the constant_nan check costs nothing on rows without a tie at the cut.
+        result[tied] = _mask_overlap(
+            map_a[tied], map_b[tied], k, magnitude, constant_nan
+        )
     return result
 
 
