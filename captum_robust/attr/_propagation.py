@@ -203,12 +203,10 @@ class ModifiedReluAttribution(DifferentiableAttribution):
 
         Parameters
         ----------
-        inputs : Tensor or tuple of Tensor
-            Batch(es) to explain; the graph reaches those that require gradients.
-        target : int, tuple, Tensor or list, optional
-            Captum's target (class index per sample).
-        additional_forward_args : Any, optional
-            Extra arguments of the model, as in Captum.
+        inputs, target, additional_forward_args
+            As in ``captum.attr.GuidedBackprop.attribute`` (and
+            ``Deconvolution.attribute``); the graph reaches the inputs that
+            require gradients.
 
         Returns
         -------

@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 from torch import nn
 
 from captum_robust._utils.validation import check_number
+from captum_robust.attr._base import check_bool
 from captum_robust.attr._functional_smoothing import RELU_FAMILY, FunctionalMode
 from captum_robust.attr._smooth_activations import (
     LeakySoftplus,
@@ -268,14 +269,16 @@ def _swap_activations(
     return replaced, report
 
 
-def _check_args(
+def _checked_state(
     model: object,
     beta: object,
     leaky_beta: object,
     smooth_functional: object,
     check_functional: object,
     strict: object,
-) -> tuple[float, float]:
+) -> SurrogateState:
+    """The arguments of softplus_surrogate / softplus_activations, checked, as the
+    state of a surrogate whose report is still empty."""
     if not isinstance(model, nn.Module):
         raise TypeError(
             f"`model` must be a torch.nn.Module, got {type(model).__name__}."
@@ -287,44 +290,29 @@ def _check_args(
         leaky_f = check_number(
             leaky_beta, "leaky_beta", minimum=0.0, strict_minimum=True
         )
-    for name, flag in (
-        ("smooth_functional", smooth_functional),
-        ("check_functional", check_functional),
-        ("strict", strict),
-    ):
-        if not isinstance(flag, bool):
-            raise TypeError(f"`{name}` must be a bool, got {type(flag).__name__}.")
+    smooth = check_bool(smooth_functional, "smooth_functional")
+    check = check_bool(check_functional, "check_functional")
+    strict_b = check_bool(strict, "strict")
     if _smooth_replacement(model, beta_f, leaky_f) is not None:
         raise ValueError(
             f"`model` is itself a {type(model).__name__}; pass the network that "
             "contains it."
         )
-    return beta_f, leaky_f
-
-
-def _arm(
-    model: nn.Module,
-    report: SurrogateReport,
-    *,
-    beta: float,
-    leaky_beta: float,
-    smooth_functional: bool,
-    check_functional: bool,
-    strict: bool,
-) -> None:
-    state = SurrogateState(
-        beta=beta,
-        leaky_beta=leaky_beta,
-        smooth_functional=smooth_functional,
-        check=check_functional,
-        strict=strict,
-        report=report,
-        inner_forward=None,
+    return SurrogateState(
+        beta=beta_f,
+        leaky_beta=leaky_f,
+        smooth_functional=smooth,
+        check=check,
+        strict=strict_b,
+        report=SurrogateReport(),
     )
-    if report.piecewise_modules and strict:
-        _warn_or_raise(model, report, strict)
+
+
+def _arm(model: nn.Module, state: SurrogateState) -> None:
+    if state.report.piecewise_modules and state.strict:
+        _warn_or_raise(model, state.report, state.strict)
     _install(model, state)
-    if not smooth_functional and not check_functional:
+    if not state.smooth_functional and not state.check:
         _uninstall(model)  # keeps the report, costs nothing per forward
 
 
@@ -416,7 +404,7 @@ def softplus_surrogate(
     >>> isinstance(model[1], nn.ReLU)  # the original is untouched
     True
     """
-    beta_f, leaky_f = _check_args(
+    state = _checked_state(
         model, beta, leaky_beta, smooth_functional, check_functional, strict
     )
     # Parameters and buffers map to themselves: the copy shares them, and their
@@ -435,16 +423,8 @@ def softplus_surrogate(
         ) from exc
     # A wrapper left on the source (inside softplus_activations) is not ours.
     _uninstall(surrogate, keep_report=False)
-    _, report = _swap_activations(surrogate, beta_f, leaky_f)
-    _arm(
-        surrogate,
-        report,
-        beta=beta_f,
-        leaky_beta=leaky_f,
-        smooth_functional=smooth_functional,
-        check_functional=check_functional,
-        strict=strict,
-    )
+    _, state.report = _swap_activations(surrogate, state.beta, state.leaky_beta)
+    _arm(surrogate, state)
     return surrogate
 
 
@@ -500,22 +480,14 @@ def softplus_activations(
     >>> type(model[1]).__name__
     'ReLU'
     """
-    beta_f, leaky_f = _check_args(
+    state = _checked_state(
         model, beta, leaky_beta, smooth_functional, check_functional, strict
     )
-    replaced, report = _swap_activations(model, beta_f, leaky_f)
+    replaced, state.report = _swap_activations(model, state.beta, state.leaky_beta)
     previous_state = model.__dict__.get(REPORT_KEY)
     previous_forward = model.__dict__.get("forward")
     try:
-        _arm(
-            model,
-            report,
-            beta=beta_f,
-            leaky_beta=leaky_f,
-            smooth_functional=smooth_functional,
-            check_functional=check_functional,
-            strict=strict,
-        )
+        _arm(model, state)
         yield model
     finally:
         model.__dict__.pop("forward", None)
