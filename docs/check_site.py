@@ -249,7 +249,9 @@ def check_coverage(site: Path) -> list[str]:
     for modname in _public_modules():
         module = importlib.import_module(modname)
         for name in getattr(module, "__all__", None) or []:
-            if name.startswith("_"):
+            # A name served through a module __getattr__ (one that moved to
+            # another subpackage) has its page there, as docs/conf.py writes it.
+            if name.startswith("_") or name not in vars(module):
                 continue
             count += 1
             page = site / "api" / "generated" / f"{modname}.{name}.html"

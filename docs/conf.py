@@ -206,6 +206,7 @@ PREFERRED_ORDER = [
     "captum_robust.attacks",
     "captum_robust.regularizers",
     "captum_robust.evaluation",
+    "captum_robust.experiments",
     "captum_robust.datasets",
     "captum_robust.visualization",
 ]
@@ -227,9 +228,15 @@ def public_modules() -> list[str]:
 
 
 def public_names(modname: str) -> list[str]:
+    """The names of the module's ``__all__`` that it documents.
+
+    A name that moved to another subpackage and is still served by this one
+    through a module ``__getattr__`` (so it is not in the module's namespace)
+    is documented once, by the subpackage it moved to.
+    """
     module = importlib.import_module(modname)
     names = getattr(module, "__all__", None) or []
-    return [name for name in names if not name.startswith("_")]
+    return [name for name in names if not name.startswith("_") and name in vars(module)]
 
 
 def _summary(modname: str) -> str:

@@ -15,7 +15,14 @@ from torch import nn
 
 import captum_robust
 from captum_robust import cli
-from captum_robust.cli import default_k, default_layer, main, silhouette_digits
+from captum_robust.cli import (
+    _data,
+    _models,
+    default_k,
+    default_layer,
+    main,
+    silhouette_digits,
+)
 from captum_robust.datasets import make_silhouette_digits
 from captum_robust.evaluation import demo_model
 
@@ -494,9 +501,9 @@ def test_default_layer_of_torchvision_models(capsys):
     # ResNet's layer4 is 1x1 at 32 px: a constant Grad-CAM map, said on stderr.
     capsys.readouterr()
     resnet = torchvision.models.resnet18()
-    cli._warn_if_single_cell(resnet, resnet.layer4, "layer4", x)
+    _models.warn_if_single_cell(resnet, resnet.layer4, "layer4", x)
     assert "1x1 map" in capsys.readouterr().err
-    cli._warn_if_single_cell(resnet, resnet.layer3, "layer3", x)
+    _models.warn_if_single_cell(resnet, resnet.layer3, "layer3", x)
     assert capsys.readouterr().err == ""
     with pytest.raises(cli.CommandError, match="--layer"):
         default_layer(nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 2)), x)
@@ -530,7 +537,7 @@ def test_image_folder_run_and_upscale_warning(capsys, tmp_path):
             str(tmp_path / "data"),
         ]
     )
-    data = cli._dataset(args)
+    data = _data.load_dataset(args)
     err = capsys.readouterr().err
     assert data[0][0].shape == (3, 224, 224)
     assert "16x16" in err and "--image-size 16" in err

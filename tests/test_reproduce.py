@@ -7,7 +7,7 @@ import torch
 pytest.importorskip("mlxtend", reason="mlxtend (the reproduce extra) is not installed")
 
 from captum_robust.cli import main
-from captum_robust.evaluation import (
+from captum_robust.experiments import (
     CHEN_MNIST,
     ReproduceSettings,
     _reproduce,
@@ -296,7 +296,7 @@ def _synthetic(converged: dict, shift: float = 0.2) -> dict:
 
 
 def test_verdicts_are_withheld_for_models_that_did_not_converge():
-    from captum_robust.evaluation._reproduce_report import verdicts
+    from captum_robust.experiments._reproduce_report import verdicts
 
     s = ReproduceSettings.default()
     drawn = verdicts(s, _synthetic({}))

@@ -14,13 +14,7 @@ from torch import Tensor, nn
 
 from captum_robust._utils.modes import eval_mode
 from captum_robust._utils.progress import progress_bar as tqdm
-from captum_robust._utils.targets import check_class_indices, check_class_range
-from captum_robust._utils.validation import (
-    check_choice,
-    check_finite,
-    check_number,
-    check_positive_int,
-)
+from captum_robust._utils.targets import check_class_range
 from captum_robust.evaluation._distributed import (
     broadcast_object,
     gather_objects,
@@ -30,8 +24,11 @@ from captum_robust.evaluation._distributed import (
     shard_loader,
     synchronize,
 )
+from captum_robust.evaluation._evaluate_checks import (
+    check_evaluate_arguments,
+    checked_batch,
+)
 from captum_robust.evaluation._fingerprint import (
-    check_json,
     check_same_settings,
     describe,
     module_digest,
@@ -40,16 +37,11 @@ from captum_robust.evaluation._fingerprint import (
 from captum_robust.evaluation._records import (
     Record,
     RecordLog,
-    check_records_path,
     read_records,
     read_settings,
     write_settings,
 )
-from captum_robust.evaluation._summary import (
-    METRIC_NAMES,
-    SIMILARITY_METRIC_NAMES,
-    summarize,
-)
+from captum_robust.evaluation._summary import METRIC_NAMES, summarize
 from captum_robust.metrics import (
     center_of_mass_shift,
     cosine_similarity,
@@ -61,9 +53,6 @@ from captum_robust.metrics import (
     structural_similarity,
     topk_intersection,
 )
-
-METRICS = METRIC_NAMES + SIMILARITY_METRIC_NAMES
-TARGETS = ("label", "predicted")
 
 
 @dataclass
@@ -101,59 +90,6 @@ class EvaluationResult:
     def num_skipped(self) -> int:
         """Samples left out of the summary (misclassified, with ``target="label"``)."""
         return int(self.summary["skipped"])
-
-
-def _split_batch(batch: Any) -> tuple[Any, Any, Any]:
-    if isinstance(batch, dict):
-        missing = [key for key in ("image", "label") if key not in batch]
-        if missing:
-            raise TypeError(
-                "`loader` must yield dict batches with 'image' and 'label' keys "
-                f"(and optionally 'mask'); missing {missing}."
-            )
-        return batch["image"], batch["label"], batch.get("mask")
-    if isinstance(batch, (tuple, list)) and len(batch) in (2, 3):
-        images, labels = batch[0], batch[1]
-        masks = batch[2] if len(batch) == 3 else None
-        return images, labels, masks
-    raise TypeError(
-        "`loader` must yield (inputs, labels) or (inputs, labels, masks) batches, "
-        f"got {type(batch).__name__}."
-    )
-
-
-def _checked_batch(
-    batch: Any, number: int, device: torch.device
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """The batch's inputs, labels and masks on ``device``, checked."""
-    images, labels, masks = _split_batch(batch)
-    if not isinstance(images, Tensor) or not images.is_floating_point():
-        kind = images.dtype if isinstance(images, Tensor) else type(images).__name__
-        raise TypeError(
-            f"`loader` must yield floating-point input Tensors, got {kind} in "
-            f"batch {number}."
-        )
-    if images.dim() < 2 or images.shape[0] == 0:
-        raise ValueError(
-            "`loader` must yield non-empty (B, ...) input batches, got shape "
-            f"{tuple(images.shape)} in batch {number}."
-        )
-    if masks is not None and not isinstance(masks, Tensor):
-        raise TypeError(
-            f"`loader` must yield masks as Tensors, got {type(masks).__name__} in "
-            f"batch {number}."
-        )
-    images = images.to(device)
-    labels = check_class_indices(labels, images.shape[0], device, name="labels")
-    try:
-        check_finite([images], "inputs")
-    except ValueError:
-        raise ValueError(
-            f"`loader` yields inputs with NaN or inf values (batch {number}); "
-            "attributions and attacks of such inputs are undefined."
-        ) from None
-    masks = None if masks is None else masks.to(device)
-    return images, labels, masks
 
 
 def _run_attack(attack: Any, inputs: Tensor, labels: Tensor) -> Tensor:
@@ -354,51 +290,24 @@ def evaluate_robustness(
     ['clean_accuracy', 'confidence', 'correct', 'evaluated', 'label_kept_rate',
      'samples', 'skipped', 'topk']
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}.")
-    if isinstance(metrics, str) or not isinstance(metrics, Sequence):
-        raise TypeError("`metrics` must be a sequence of metric names, not a str.")
-    for name in metrics:
-        check_choice(name, METRICS, "metrics")
-    if not metrics:
-        raise ValueError("`metrics` must name at least one metric.")
-    check_positive_int(k, "k")
-    check_positive_int(num_figures, "num_figures")
-    check_choice(target, TARGETS, "target")
-    for flag_name, flag in (("resume", resume), ("progress", progress)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"`{flag_name}` must be a bool, got {type(flag).__name__}.")
-    check_number(confidence, "confidence", minimum=0.0, maximum=1.0)
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"`confidence` must be in (0, 1), got {confidence}.")
-    if not isinstance(description, str):
-        raise TypeError(
-            f"`description` must be a str, got {type(description).__name__}."
-        )
-    if on_batch is not None and not callable(on_batch):
-        raise TypeError(
-            f"`on_batch` must be callable or None, got {type(on_batch).__name__}."
-        )
-    if not (callable(attack) or hasattr(attack, "perturb")):
-        raise TypeError(f"`attack` must be callable, got {type(attack).__name__}.")
-    if not (callable(attribution) or hasattr(attribution, "attribute")):
-        raise TypeError(
-            f"`attribution` must be a Captum attribution or a callable, got "
-            f"{type(attribution).__name__}."
-        )
-    if attribution_kwargs is not None and not isinstance(attribution_kwargs, Mapping):
-        raise TypeError(
-            "`attribution_kwargs` must be a dict or None, got "
-            f"{type(attribution_kwargs).__name__}."
-        )
-    if run_settings is not None and not isinstance(run_settings, Mapping):
-        raise TypeError(
-            "`run_settings` must be a mapping or None, got "
-            f"{type(run_settings).__name__}."
-        )
+    check_evaluate_arguments(
+        model,
+        attribution,
+        attack,
+        metrics,
+        k=k,
+        attribution_kwargs=attribution_kwargs,
+        target=target,
+        records_path=records_path,
+        resume=resume,
+        run_settings=run_settings,
+        num_figures=num_figures,
+        confidence=confidence,
+        progress=progress,
+        description=description,
+        on_batch=on_batch,
+    )
     run_settings = dict(run_settings or {})
-    check_json(run_settings, "run_settings")
-    check_records_path(records_path)
     if device is None:
         parameter = next(model.parameters(), None)
         device = parameter.device if parameter is not None else torch.device("cpu")
@@ -415,7 +324,7 @@ def evaluate_robustness(
     # The first batch is read ahead: its first sample identifies the data.
     batches = iter(loader)
     first = next(batches, None)
-    checked_first = None if first is None else _checked_batch(first, 0, device)
+    checked_first = None if first is None else checked_batch(first, 0, device)
     settings = _settings(
         model,
         attribution,
@@ -461,7 +370,7 @@ def evaluate_robustness(
         for number, batch in enumerate(bar):
             checked = checked_first if number == 0 else None
             if checked is None:
-                checked = _checked_batch(batch, number, device)
+                checked = checked_batch(batch, number, device)
             labels = checked[1]
             if batch_indices is None:
                 indices = list(range(start, start + int(labels.shape[0])))

@@ -19,6 +19,8 @@ from captum_robust.metrics import PerSampleMean
 METRIC_NAMES = ("topk", "kendall", "spearman", "center_shift", "silhouette")
 # Map similarities between the two attributions, chosen by name (not default).
 SIMILARITY_METRIC_NAMES = ("pearson", "cosine", "mse", "ssim")
+# Every name evaluate_robustness accepts.
+METRICS = METRIC_NAMES + SIMILARITY_METRIC_NAMES
 
 
 class _ValueMean(PerSampleMean):
@@ -45,7 +47,7 @@ def check_metric_names(metrics: object) -> list[str]:
             f"{type(metrics).__name__}."
         )
     for name in metrics:
-        check_choice(name, METRIC_NAMES + SIMILARITY_METRIC_NAMES, "metrics")
+        check_choice(name, METRICS, "metrics")
     return list(metrics)
 
 

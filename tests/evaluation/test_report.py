@@ -1,18 +1,14 @@
 """Reports (issue 13: an attack and its random baseline side by side, with
-intervals) and the checks of the report and demo arguments."""
+intervals) and the checks of the report arguments."""
 
 import json
 import math
 
 import pytest
-import torch
 
 from captum_robust.evaluation import (
-    DemoSettings,
     ReportRow,
-    demo_model,
     format_table,
-    run_demo,
     summarize,
     write_report,
 )
@@ -108,42 +104,3 @@ def test_report_arguments_are_checked_by_name(tmp_path):
         write_report([missing], tmp_path)
     # A summary without the mean of a metric shows a dash, not a KeyError.
     assert format_table([ReportRow("m", "a", "x", {"topk": {}})]).endswith("-")
-
-
-def test_demo_model_and_settings_reject_bad_values():
-    with pytest.raises(ValueError, match="`num_classes` must be >= 1"):
-        demo_model(num_classes=0)
-    with pytest.raises(TypeError, match="`in_channels` must be an int"):
-        demo_model(in_channels=3.0)
-    assert demo_model(num_classes=2, in_channels=1)(torch.rand(1, 1, 16, 16)).shape == (
-        1,
-        2,
-    )
-    for field, value, error in [
-        ("batch_size", 0, ValueError),
-        ("batch_size", 2.5, TypeError),
-        ("seed", True, TypeError),
-        ("image_size", 8, ValueError),
-        ("natural_epochs", 0, ValueError),
-        ("learning_rate", 0.0, ValueError),
-        ("epsilon", -1.0, ValueError),
-        ("step_size", 0.0, ValueError),
-        ("k", 32 * 32 + 1, ValueError),
-        ("foreground", (1.0, 1.0), TypeError),
-        ("foreground", (1.0, 2.0, 1.0), ValueError),
-        ("digit_scale", (0.9, 0.5), ValueError),
-    ]:
-        with pytest.raises(error, match=f"`{field}"):
-            DemoSettings(**{field: value})
-
-
-def test_run_demo_rejects_bad_arguments(tmp_path):
-    with pytest.raises(TypeError, match="`progress` must be a bool"):
-        run_demo(tmp_path, progress=1)
-    with pytest.raises(TypeError, match="`settings` must be a DemoSettings"):
-        run_demo(tmp_path, settings={"batch_size": 0})
-    with pytest.raises(TypeError, match="`log` must be callable"):
-        run_demo(tmp_path, log="print")
-    with pytest.raises(TypeError, match="`output_dir`"):
-        run_demo(None)
-    assert not any(tmp_path.iterdir())  # nothing started

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from captum_robust._utils.validation import check_positive_int
 from captum_robust.attacks import pgd_cross_entropy
-from captum_robust.evaluation._reproduce_settings import ReproduceSettings
+from captum_robust.experiments._reproduce_settings import ReproduceSettings
 from captum_robust.regularizers import (
     EnhancedAttributionRegularizer,
     HessianNorm,
@@ -57,7 +57,7 @@ def load_mnist_subset(
 
     Examples
     --------
-    >>> from captum_robust.evaluation import load_mnist_subset
+    >>> from captum_robust.experiments import load_mnist_subset
     >>> x, y, xt, yt = load_mnist_subset(0, 40, 10)  # doctest: +SKIP
     >>> x.shape, xt.shape  # doctest: +SKIP
     (torch.Size([40, 1, 28, 28]), torch.Size([10, 1, 28, 28]))
@@ -96,7 +96,7 @@ def mnist_model(
     Examples
     --------
     >>> import torch
-    >>> from captum_robust.evaluation import mnist_model
+    >>> from captum_robust.experiments import mnist_model
     >>> mnist_model()(torch.rand(2, 1, 28, 28)).shape
     torch.Size([2, 10])
     >>> sum(p.numel() for p in mnist_model("madry").parameters())

@@ -28,7 +28,7 @@ CHEN_MNIST: dict[str, Any] = {
 
 Examples
 --------
->>> from captum_robust.evaluation import CHEN_MNIST
+>>> from captum_robust.experiments import CHEN_MNIST
 >>> CHEN_MNIST["training steps"]
 100000
 """
@@ -58,7 +58,7 @@ class ReproduceSettings:
 
     Examples
     --------
-    >>> from captum_robust.evaluation import ReproduceSettings
+    >>> from captum_robust.experiments import ReproduceSettings
     >>> ReproduceSettings.default().paired_images
     200
     >>> ReproduceSettings.full().reg_path_points
@@ -226,7 +226,7 @@ class ReproduceSettings:
 
         Examples
         --------
-        >>> from captum_robust.evaluation import ReproduceSettings
+        >>> from captum_robust.experiments import ReproduceSettings
         >>> any("training steps" in r for r in ReproduceSettings.default().reductions())
         True
         """

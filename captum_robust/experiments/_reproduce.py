@@ -20,14 +20,15 @@ from captum.attr import IntegratedGradients
 from torch import Tensor, nn
 
 from captum_robust.attacks import RandomAttack, TopKAttack, robust_accuracy
-from captum_robust.evaluation._reproduce_report import render, verdicts
-from captum_robust.evaluation._reproduce_settings import CHEN_MNIST, ReproduceSettings
-from captum_robust.evaluation._reproduce_stats import (
+from captum_robust.evaluation._summary import proportion_interval
+from captum_robust.experiments._reproduce_report import render, verdicts
+from captum_robust.experiments._reproduce_settings import CHEN_MNIST, ReproduceSettings
+from captum_robust.experiments._reproduce_stats import (
     diagnostics,
     first_common,
     skipped_counts,
 )
-from captum_robust.evaluation._reproduce_training import (
+from captum_robust.experiments._reproduce_training import (
     METHODS,
     MISSING_MLXTEND,
     WARM_FROM,
@@ -37,7 +38,6 @@ from captum_robust.evaluation._reproduce_training import (
     recipes,
     train,
 )
-from captum_robust.evaluation._summary import proportion_interval
 from captum_robust.metrics import kendall_tau, topk_intersection
 
 ATTACK_BATCH = 25
@@ -302,7 +302,7 @@ def run_reproduction(
 
     Examples
     --------
-    >>> from captum_robust.evaluation import ReproduceSettings
+    >>> from captum_robust.experiments import ReproduceSettings
     >>> ReproduceSettings.quick().underpowered
     True
     """

@@ -21,13 +21,13 @@ from captum_robust._utils.progress import progress_bar as tqdm
 from captum_robust._utils.validation import check_number, check_positive_int
 from captum_robust.attacks import RandomAttack, TopKAttack
 from captum_robust.datasets import make_silhouette_digits
-from captum_robust.evaluation._evaluate import evaluate_robustness
-from captum_robust.evaluation._report import (
+from captum_robust.evaluation import (
     ReportRow,
+    evaluate_robustness,
     format_table,
-    verdicts,
     write_report,
 )
+from captum_robust.evaluation._report_verdicts import verdicts
 from captum_robust.regularizers import (
     IGSumNorm,
     LocalGradientAlignment,
@@ -45,7 +45,7 @@ def demo_model(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     Examples
     --------
     >>> import torch
-    >>> from captum_robust.evaluation import demo_model
+    >>> from captum_robust.experiments import demo_model
     >>> demo_model()(torch.rand(2, 3, 32, 32)).shape
     torch.Size([2, 10])
     """
@@ -97,7 +97,7 @@ class DemoSettings:
 
     Examples
     --------
-    >>> from captum_robust.evaluation import DemoSettings
+    >>> from captum_robust.experiments import DemoSettings
     >>> DemoSettings(test_samples=16).batch_size
     64
     >>> DemoSettings(batch_size=0)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from captum_robust.evaluation._reproduce_settings import ReproduceSettings
-from captum_robust.evaluation._reproduce_stats import (
+from captum_robust.experiments._reproduce_settings import ReproduceSettings
+from captum_robust.experiments._reproduce_stats import (
     mean_interval,
     paired_difference,
     sign_verdict,
