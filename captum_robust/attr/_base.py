@@ -222,6 +222,30 @@ def check_call(inputs: object, target: object, **flags: object) -> tuple[Tensor,
     return xs
 
 
+def check_outputs(outputs: object, target: object, method: str) -> Tensor:
+    """The model's output, a Tensor, with ``target``'s class range checked on it;
+    ``method`` names what needs it in the error."""
+    if not isinstance(outputs, Tensor):
+        raise TypeError(
+            f"`forward_func` must return a Tensor for {method}, got "
+            f"{type(outputs).__name__}."
+        )
+    check_target_range(outputs, target)
+    return outputs
+
+
+def target_outputs(outputs: Tensor, target: object) -> Tensor:
+    """The outputs ``target`` selects (Captum's selection), one per example."""
+    if target is not None:
+        outputs = _select_targets(outputs, target)
+    if outputs.dim() == 0 or outputs[0].numel() != 1:
+        raise ValueError(
+            "`target` must select one output per example; the model's output "
+            f"after target selection has shape {tuple(outputs.shape)}."
+        )
+    return outputs
+
+
 def create_graph_gradients(
     forward_fn: Callable[..., Any],
     inputs: tuple[Tensor, ...],
@@ -235,19 +259,8 @@ def create_graph_gradients(
     """
     with torch.enable_grad():
         outputs = _run_forward(forward_fn, inputs, None, additional_forward_args)
-        if not isinstance(outputs, Tensor):
-            raise TypeError(
-                "`forward_func` must return a Tensor for a differentiable attribution, "
-                f"got {type(outputs).__name__}."
-            )
-        check_target_range(outputs, target_ind)
-        if target_ind is not None:
-            outputs = _select_targets(outputs, target_ind)
-        if outputs.dim() == 0 or outputs[0].numel() != 1:
-            raise ValueError(
-                "`target` must select one output per example; the model's output "
-                f"after target selection has shape {tuple(outputs.shape)}."
-            )
+        check_outputs(outputs, target_ind, "a differentiable attribution")
+        outputs = target_outputs(outputs, target_ind)
         # The sum has the same gradient as Captum's list of unbound scalars, with one
         # backward node instead of one per example.
         return torch.autograd.grad(outputs.sum(), inputs, create_graph=True)

@@ -40,8 +40,9 @@ from captum_robust.attr._base import (
     check_bool,
     check_call,
     check_module,
-    check_target_range,
+    check_outputs,
     second_order,
+    target_outputs,
     tracked_inputs,
 )
 from captum_robust.attr._propagation import replaced_activations
@@ -443,21 +444,10 @@ class DeepLiftAttribution(DifferentiableAttribution):
         with torch.enable_grad():
             with replaced_activations(model, _RULE_TYPES, record):
                 plain = _run_forward(model, stacked(), None, extra)
-            if not isinstance(plain, Tensor):
-                raise TypeError(
-                    "`forward_func` must return a Tensor for DeepLift, got "
-                    f"{type(plain).__name__}."
-                )
-            check_target_range(plain, target)
+            plain = check_outputs(plain, target, "DeepLift")
             with replaced_activations(model, _RULE_TYPES, rule):
                 out = _run_forward(model, stacked(), None, extra)
-                if stacked_target is not None:
-                    out = _select_targets(out, stacked_target)
-                if out.dim() == 0 or out[0].numel() != 1:
-                    raise ValueError(
-                        "`target` must select one output per example; the model's "
-                        f"output after target selection has shape {tuple(out.shape)}."
-                    )
+                out = target_outputs(out, stacked_target)
                 grads = torch.autograd.grad(out.sum(), tracked, create_graph=True)
         if custom_attribution_func is not None:
             attrs = _call_custom_attribution_func(

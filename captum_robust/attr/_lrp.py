@@ -73,7 +73,7 @@ from captum_robust.attr._base import (
     TensorOrTuple,
     check_call,
     check_module,
-    check_target_range,
+    check_outputs,
     create_graph_gradients,
     patched_forwards,
     second_order,
@@ -452,12 +452,7 @@ class LRPAttribution(DifferentiableAttribution):
                 h.remove()
         if use is not None:
             use.read((outputs,))
-        if not isinstance(outputs, Tensor):
-            raise TypeError(
-                "`forward_func` must return a Tensor for LRP, got "
-                f"{type(outputs).__name__}."
-            )
-        check_target_range(outputs, target)
+        outputs = check_outputs(outputs, target, "LRP")
         score = outputs if target is None else _select_targets(outputs, target)
 
         def rule_forward(module: nn.Module) -> Callable[..., Tensor]:
