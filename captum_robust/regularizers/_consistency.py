@@ -25,18 +25,17 @@ from captum_robust._utils.validation import (
 )
 from captum_robust.attr import differentiable
 from captum_robust.metrics._maps import flatten_attribution
-from captum_robust.regularizers._common import (
-    SeededMixin,
-    SmoothMixin,
-    check_bool,
-    check_inputs,
-    check_logits,
-    check_mask,
-    check_model,
-    check_target,
-    frozen_running_stats,
+from captum_robust.regularizers._base import Regularizer
+from captum_robust.regularizers._checks import check_bool, check_logits, check_mask
+from captum_robust.regularizers._gradients import (
+    input_gradient,
     per_sample_ce,
     target_logit,
+)
+from captum_robust.regularizers._state import (
+    SeededMixin,
+    SmoothMixin,
+    frozen_running_stats,
 )
 
 __all__ = ["ExplanationConsistencyWeights"]
@@ -54,7 +53,7 @@ def _similarity(a: Tensor, b: Tensor, kind: str) -> Tensor:
     return F.cosine_similarity(a, b, dim=1, eps=1e-12)
 
 
-class ExplanationConsistencyWeights(SeededMixin, SmoothMixin):
+class ExplanationConsistencyWeights(Regularizer, SeededMixin, SmoothMixin):
     r"""Per-sample loss weights from the consistency of a sample's explanation.
 
     Wu et al. (IEEE TMM 2024) weight each training sample by how much its heatmap
@@ -192,8 +191,6 @@ class ExplanationConsistencyWeights(SeededMixin, SmoothMixin):
         self.last_perturbed: Tensor | None = None
         self.last_similarity: Tensor | None = None
 
-    # Gradients are needed even when the caller is inside torch.no_grad().
-    @torch.enable_grad()
     def __call__(
         self,
         model: nn.Module,
@@ -215,9 +212,39 @@ class ExplanationConsistencyWeights(SeededMixin, SmoothMixin):
             Object mask, (B, H, W), (B, 1, H, W) or shaped like ``inputs``;
             required for ``background="mask"`` and refused otherwise.
         """
-        model = check_model(model)
-        x = check_inputs(inputs)
-        t = check_target(target, x)
+        return self._run(model, inputs, target, mask)
+
+    def loss(
+        self,
+        model: nn.Module,
+        inputs: Tensor,
+        target: Tensor | int,
+        mask: Tensor | None = None,
+        *,
+        loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    ) -> Tensor:
+        """The weighted loss ``mean_i v_i * loss_fn(model(inputs), target)_i``.
+
+        ``loss_fn`` must return per-sample losses of shape (B,); the default is
+        cross-entropy with ``reduction="none"``.
+        """
+        if loss_fn is not None and not callable(loss_fn):
+            raise TypeError(
+                f"`loss_fn` must be callable, got {type(loss_fn).__name__}."
+            )
+        return self._run(model, inputs, target, mask, loss_fn=loss_fn or per_sample_ce)
+
+    # ----------------------------------------------------------------- internals
+
+    def _term_and_task(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        t: Tensor,
+        mask: Tensor | None,
+        *,
+        loss_fn: Callable[[Tensor, Tensor], Tensor] | None,
+    ) -> tuple[Tensor, Tensor | None]:
         if self.background == "mask":
             if mask is None:
                 raise ValueError(
@@ -237,30 +264,9 @@ class ExplanationConsistencyWeights(SeededMixin, SmoothMixin):
         # The attack differentiates a heatmap (an input gradient): second order.
         with frozen_running_stats(model), second_order_safe():
             weights = self._weights(model, attribution, x, t, background)
-        return weights
-
-    @torch.enable_grad()
-    def loss(
-        self,
-        model: nn.Module,
-        inputs: Tensor,
-        target: Tensor | int,
-        mask: Tensor | None = None,
-        *,
-        loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
-    ) -> Tensor:
-        """The weighted loss ``mean_i v_i * loss_fn(model(inputs), target)_i``.
-
-        ``loss_fn`` must return per-sample losses of shape (B,); the default is
-        cross-entropy with ``reduction="none"``.
-        """
-        if loss_fn is not None and not callable(loss_fn):
-            raise TypeError(
-                f"`loss_fn` must be callable, got {type(loss_fn).__name__}."
-            )
-        weights = self(model, inputs, target, mask)
-        x, t = inputs.detach(), check_target(target, inputs)
-        per_sample = (loss_fn or per_sample_ce)(check_logits(model(x), t), t)
+        if loss_fn is None:
+            return weights, None
+        per_sample = loss_fn(check_logits(model(x), t), t)
         if not isinstance(per_sample, Tensor) or tuple(per_sample.shape) != (
             x.shape[0],
         ):
@@ -268,9 +274,11 @@ class ExplanationConsistencyWeights(SeededMixin, SmoothMixin):
                 "`loss_fn` must return per-sample losses of shape "
                 f"({x.shape[0]},), e.g. cross_entropy(..., reduction='none')."
             )
-        return (weights * per_sample).mean()
+        return weights, per_sample
 
-    # ----------------------------------------------------------------- internals
+    def _objective(self, term: Tensor, task: Tensor) -> Tensor:
+        # The term is the sample weights, the task loss per sample.
+        return (term * task).mean()
 
     def _bound_attribution(self, model: nn.Module) -> Any:
         attr = self.attribution
@@ -297,14 +305,9 @@ class ExplanationConsistencyWeights(SeededMixin, SmoothMixin):
         ``check`` validates the logits and the target before they are used.
         """
         if attr is None:
-            leaf = x if x.requires_grad else x.detach().requires_grad_(True)
-            logits = model(leaf)
-            if check:
-                check_logits(logits, t)
-            (grad,) = torch.autograd.grad(
-                target_logit(logits, t).sum(), leaf, create_graph=create_graph
+            heat, logits, _ = input_gradient(
+                model, x, t, target_logit, create_graph=create_graph, check=check
             )
-            heat = grad
         else:
             with torch.no_grad():
                 logits = model(x.detach())

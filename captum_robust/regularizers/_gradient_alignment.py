@@ -15,32 +15,26 @@ from captum_robust._utils.ball import (
     pgd_ascent,
     project,
 )
-from captum_robust._utils.second_order import second_order_safe
 from captum_robust._utils.validation import check_choice, check_positive_int
-from captum_robust.regularizers._common import (
+from captum_robust.regularizers._base import GradientRegularizer, Regularizer
+from captum_robust.regularizers._checks import (
     LossFn,
-    SeededMixin,
-    SmoothMixin,
     check_bool,
-    check_inputs,
-    check_loss_fn,
-    check_model,
-    check_target,
     check_weight,
-    flat_sq_norm,
-    frozen_running_stats,
-    input_gradient,
-    run_checked,
-    target_logit,
-    unwrap_parallel,
 )
+from captum_robust.regularizers._gradients import (
+    flat_sq_norm,
+    input_gradient,
+    target_logit,
+)
+from captum_robust.regularizers._state import SeededMixin, unwrap_parallel
 
 __all__ = ["HessianNorm", "LocalGradientAlignment"]
 
 NEIGHBOURS = ("uniform", "gaussian", "gradient", "adversarial")
 
 
-class LocalGradientAlignment(SeededMixin, SmoothMixin):
+class LocalGradientAlignment(GradientRegularizer, SeededMixin):
     r"""Align the input gradient at ``x`` with the one at a nearby point.
 
     Joo et al.'s local gradient alignment (AAAI 2023). With
@@ -102,7 +96,9 @@ class LocalGradientAlignment(SeededMixin, SmoothMixin):
     ``reg(model, x, y)`` returns the term only (call it after or before the task
     loss; it runs its own forward passes). ``reg.loss(model, x, y)`` returns
     ``loss_fn(model(x), y) + term`` and shares the forward pass at ``x`` between
-    the two, as the reference implementation does, which saves one forward pass.
+    the two, as the reference implementation does, which saves one forward pass
+    (with ``softplus_beta`` set, the task loss runs on the real model in a forward
+    pass of its own).
     The term's own forward passes leave the running statistics of batch
     normalisation layers unchanged (the task-loss forward pass updates them).
 
@@ -122,6 +118,12 @@ class LocalGradientAlignment(SeededMixin, SmoothMixin):
     >>> loss = reg.loss(model, x, y)  # cross-entropy + term, one shared forward
     >>> loss.backward()
     """
+
+    _scalar = staticmethod(target_logit)
+
+    # Named here for this class's API page (see Regularizer).
+    __call__ = Regularizer.__call__
+    loss = Regularizer.loss
 
     def __init__(
         self,
@@ -154,41 +156,9 @@ class LocalGradientAlignment(SeededMixin, SmoothMixin):
         self._init_smooth(softplus_beta)
         self._init_random(seed, generator)
 
-    # Gradients are needed even when the caller is inside torch.no_grad().
-    @torch.enable_grad()
-    def __call__(
-        self, model: nn.Module, inputs: Tensor, target: Tensor | int
-    ) -> Tensor:
-        """The alignment term, a scalar with a graph to the model's parameters.
-
-        Parameters
-        ----------
-        model : nn.Module
-            Classifier returning (B, num_classes) scores.
-        inputs : Tensor
-            (B, ...) batch.
-        target : Tensor or int
-            (B,) class indices (the logit whose gradient is aligned).
-        """
-        return self._run(model, inputs, target, None)[0]
-
-    @torch.enable_grad()
-    def loss(
-        self,
-        model: nn.Module,
-        inputs: Tensor,
-        target: Tensor | int,
-        *,
-        loss_fn: LossFn | None = None,
-    ) -> Tensor:
-        """``loss_fn(model(inputs), target) + term`` with one shared forward pass.
-
-        ``loss_fn`` defaults to ``torch.nn.functional.cross_entropy`` (batch mean).
-        With ``softplus_beta`` set, the task loss is computed on the real model in a
-        forward pass of its own.
-        """
-        term, task = self._run(model, inputs, target, check_loss_fn(loss_fn))
-        return task + term
+    @property
+    def _source_graph(self) -> bool:
+        return not self.detach_source
 
     def _alignment(self, g: Tensor, g_r: Tensor) -> Tensor:
         """Per-sample weighted distance between two gradients."""
@@ -237,56 +207,14 @@ class LocalGradientAlignment(SeededMixin, SmoothMixin):
             x_r = project(x_r, x, float("inf"), self.bounds)
         return x_r
 
-    def _run(
-        self,
-        model: nn.Module,
-        inputs: Tensor,
-        target: Tensor | int,
-        loss_fn: LossFn | None,
-    ) -> tuple[Tensor, Tensor | None]:
-        model = check_model(model)
-        x = check_inputs(inputs)
-        t = check_target(target, x)
-        # Double-differentiable hardsigmoid / hardswish and the math attention
-        # kernel for every pass (MobileNetV3, ViT); the graph recorded here needs
-        # nothing at backward time.
-        with second_order_safe():
-            return self._run_checked(model, x, t, loss_fn)
-
-    def _run_checked(
-        self, model: nn.Module, x: Tensor, t: Tensor, loss_fn: LossFn | None
-    ) -> tuple[Tensor, Tensor | None]:
-        task = None
-        share = loss_fn is not None and self.softplus_beta is None
-        if share:
-            g, logits, _ = input_gradient(
-                model,
-                x,
-                t,
-                target_logit,
-                create_graph=not self.detach_source,
-                retain_graph=True,
-                check=True,
-            )
-            task = loss_fn(logits, t)
-        elif loss_fn is not None:
-            task = loss_fn(run_checked(model, x, t), t)
-        with frozen_running_stats(model), self._smooth(model):
-            if not share:
-                g, _, _ = input_gradient(
-                    model,
-                    x,
-                    t,
-                    target_logit,
-                    create_graph=not self.detach_source,
-                    check=True,
-                )
-            if self.detach_source:
-                g = g.detach()
-            x_r = self._neighbour(model, x, t, g)
-            g_r, _, _ = input_gradient(model, x_r, t, target_logit, create_graph=True)
-            term = self._alignment(g, g_r).mean()
-        return term, task
+    def _gradient_term(
+        self, model: nn.Module, x: Tensor, t: Tensor, g: Tensor, leaf: Tensor
+    ) -> Tensor:
+        if self.detach_source:
+            g = g.detach()
+        x_r = self._neighbour(model, x, t, g)
+        g_r, _, _ = input_gradient(model, x_r, t, target_logit, create_graph=True)
+        return self._alignment(g, g_r).mean()
 
     def __repr__(self) -> str:
         return (
@@ -309,7 +237,7 @@ def _check_no_training_batch_norm(model: nn.Module) -> None:
             )
 
 
-class HessianNorm(SeededMixin, SmoothMixin):
+class HessianNorm(GradientRegularizer, SeededMixin):
     r"""Penalise the curvature of the target logit along random directions.
 
     The Hessian-norm baseline of Joo et al. (AAAI 2023): with
@@ -346,9 +274,11 @@ class HessianNorm(SeededMixin, SmoothMixin):
     Training through the term takes third derivatives of the model. PyTorch's
     ``batch_norm`` has none in training mode, so a model with batch-norm layers
     in training mode is refused with a ``ValueError``; put them in eval mode
-    (``module.eval()`` on each) or use GroupNorm / LayerNorm. ``reg.loss(model, x,
-    y)`` returns ``loss_fn(model(x), y) + term`` sharing the forward pass at ``x``,
-    as the reference implementation does.
+    (``module.eval()`` on each) or use GroupNorm / LayerNorm. ``reg(model, x, y)``
+    returns the term; ``reg.loss(model, x, y)`` returns ``loss_fn(model(x), y) +
+    term`` sharing the forward pass at ``x``, as the reference implementation does
+    (with ``softplus_beta`` set, the task loss runs on the real model in a forward
+    pass of its own).
 
     Examples
     --------
@@ -368,6 +298,12 @@ class HessianNorm(SeededMixin, SmoothMixin):
     True
     """
 
+    _scalar = staticmethod(target_logit)
+
+    # Named here for this class's API page (see Regularizer).
+    __call__ = Regularizer.__call__
+    loss = Regularizer.loss
+
     def __init__(
         self,
         weight: float = 1e-3,
@@ -382,41 +318,15 @@ class HessianNorm(SeededMixin, SmoothMixin):
         self._init_smooth(softplus_beta)
         self._init_random(seed, generator)
 
-    @torch.enable_grad()
-    def __call__(
-        self, model: nn.Module, inputs: Tensor, target: Tensor | int
+    def _term_and_task(
+        self, model: nn.Module, x: Tensor, t: Tensor, *, loss_fn: LossFn | None
+    ) -> tuple[Tensor, Tensor | None]:
+        _check_no_training_batch_norm(model)
+        return super()._term_and_task(model, x, t, loss_fn=loss_fn)
+
+    def _gradient_term(
+        self, model: nn.Module, x: Tensor, t: Tensor, g: Tensor, leaf: Tensor
     ) -> Tensor:
-        """The weighted Hessian-norm estimate, a scalar.
-
-        Parameters
-        ----------
-        model : nn.Module
-            Classifier returning (B, num_classes) scores.
-        inputs : Tensor
-            (B, ...) batch.
-        target : Tensor or int
-            (B,) class indices (the logit whose curvature is penalised).
-        """
-        return self._run(model, inputs, target, None)[0]
-
-    @torch.enable_grad()
-    def loss(
-        self,
-        model: nn.Module,
-        inputs: Tensor,
-        target: Tensor | int,
-        *,
-        loss_fn: LossFn | None = None,
-    ) -> Tensor:
-        """``loss_fn(model(inputs), target) + term`` with one shared forward pass.
-
-        ``loss_fn`` defaults to cross-entropy (batch mean). With ``softplus_beta``
-        set, the task loss is computed on the real model in its own forward pass.
-        """
-        term, task = self._run(model, inputs, target, check_loss_fn(loss_fn))
-        return task + term
-
-    def _hessian_term(self, g: Tensor, leaf: Tensor) -> Tensor:
         total = torch.zeros(g.shape[0], device=g.device, dtype=g.dtype)
         for _ in range(self.n_samples):
             v = self._draw("randn", leaf)
@@ -432,36 +342,6 @@ class HessianNorm(SeededMixin, SmoothMixin):
             )
             total = total + flat_sq_norm(hv)
         return self.weight * (total / self.n_samples).mean()
-
-    def _run(
-        self,
-        model: nn.Module,
-        inputs: Tensor,
-        target: Tensor | int,
-        loss_fn: LossFn | None,
-    ) -> tuple[Tensor, Tensor | None]:
-        model = check_model(model)
-        x = check_inputs(inputs)
-        t = check_target(target, x)
-        _check_no_training_batch_norm(model)
-        with second_order_safe():
-            return self._run_checked(model, x, t, loss_fn)
-
-    def _run_checked(
-        self, model: nn.Module, x: Tensor, t: Tensor, loss_fn: LossFn | None
-    ) -> tuple[Tensor, Tensor | None]:
-        if loss_fn is not None and self.softplus_beta is None:
-            g, logits, leaf = input_gradient(
-                model, x, t, target_logit, create_graph=True, check=True
-            )
-            return self._hessian_term(g, leaf), loss_fn(logits, t)
-        task = None if loss_fn is None else loss_fn(run_checked(model, x, t), t)
-        with frozen_running_stats(model), self._smooth(model):
-            g, _, leaf = input_gradient(
-                model, x, t, target_logit, create_graph=True, check=True
-            )
-            term = self._hessian_term(g, leaf)
-        return term, task
 
     def __repr__(self) -> str:
         return (

@@ -3,189 +3,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-
 import torch
 from torch import Tensor, nn
 
-from captum_robust._utils.ball import (
-    Bounds,
-    Radius,
-    as_like,
-    check_bounds,
-    check_radius,
-    pgd_ascent,
-)
-from captum_robust._utils.second_order import second_order_safe
-from captum_robust._utils.validation import check_positive_int
-from captum_robust.attr import softplus_activations
-from captum_robust.regularizers._common import (
-    LossFn,
-    SeededMixin,
-    SmoothMixin,
-    check_bool,
-    check_inputs,
-    check_internal_batch_size,
-    check_loss_fn,
-    check_model,
-    check_target,
-    check_weight,
-    frozen_running_stats,
-    integrated_gradients,
-    path_alphas,
+from captum_robust._utils.ball import Bounds, Radius
+from captum_robust.regularizers._base import Regularizer
+from captum_robust.regularizers._checks import check_weight
+from captum_robust.regularizers._gradients import (
+    flat_l1_norm,
     per_sample_ce,
-    run_checked,
     target_prob,
-    unwrap_parallel,
 )
+from captum_robust.regularizers._inner_max import AdversarialIG
+from captum_robust.regularizers._paths import path_alphas
 
 __all__ = ["EnhancedAttributionRegularizer", "IGNorm", "IGSumNorm"]
 
 
-def _l1(t: Tensor) -> Tensor:
-    return t.abs().flatten(1).sum(dim=1)
-
-
-class _AdversarialIG(SeededMixin, SmoothMixin):
-    """Shared inner maximisation: PGD with random start on (CE +) ||IG_approx||_1."""
-
-    # Whether the inner objective includes the cross-entropy at x' (IG-SUM-NORM).
-    _attack_with_loss = True
-
-    def _init_attack(
-        self,
-        eps: object,
-        n_steps: object,
-        approx_factor: object,
-        attack_steps: object,
-        attack_step_size: object,
-        random_start: object,
-        bounds: object,
-        softplus_beta: object,
-        seed: object,
-        generator: object,
-        internal_batch_size: object,
-    ) -> None:
-        self.eps = check_radius(eps, "eps")
-        self.n_steps = check_positive_int(n_steps, "n_steps")
-        self.approx_factor = check_positive_int(approx_factor, "approx_factor")
-        if self.n_steps % self.approx_factor:
-            raise ValueError(
-                f"`approx_factor` ({self.approx_factor}) must divide `n_steps` "
-                f"({self.n_steps}) so that the cheap path ends at x'."
-            )
-        self.attack_steps = check_positive_int(attack_steps, "attack_steps", minimum=0)
-        self.attack_step_size = check_radius(attack_step_size, "attack_step_size")
-        self.random_start = check_bool(random_start, "random_start")
-        self.bounds = check_bounds(bounds)
-        self._init_smooth(softplus_beta)
-        self._init_random(seed, generator)
-        self.internal_batch_size = check_internal_batch_size(internal_batch_size)
-        self.last_adversarial: Tensor | None = None
-
-    @contextmanager
-    def _contexts(self, model: nn.Module) -> Iterator[None]:
-        """Frozen statistics, surrogate activations and second-order-safe kernels."""
-        with frozen_running_stats(model), self._smooth(model), second_order_safe():
-            yield
-
-    def _recompute(self, model: nn.Module):
-        """The contexts of :meth:`_contexts` again, for a checkpoint's recomputation
-        in the caller's backward pass (the functional-ReLU check is not repeated)."""
-
-        def factory() -> ExitStack:
-            stack = ExitStack()
-            stack.enter_context(frozen_running_stats(model))
-            if self.softplus_beta is not None:
-                stack.enter_context(
-                    softplus_activations(
-                        model, self.softplus_beta, check_functional=False
-                    )
-                )
-            stack.enter_context(second_order_safe())
-            return stack
-
-        return factory
-
-    def _ig(
-        self,
-        model: nn.Module,
-        start: Tensor,
-        end: Tensor,
-        alphas: Tensor,
-        t: Tensor,
-        scalar_fn,
-        *,
-        check: bool = False,
-        want_last: bool = False,
-        param_grads: bool = True,
-    ) -> tuple[Tensor, ...]:
-        """Path IG in passes of ``internal_batch_size`` rows on the unwrapped model.
-
-        The passes run on the module inside a DistributedDataParallel wrapper: a
-        checkpoint recomputes them in the backward pass, where the wrapper's
-        forward must not run; DDP still averages the gradients, since the step's
-        task loss goes through the wrapper.
-        """
-        inner = unwrap_parallel(model)
-        return integrated_gradients(
-            inner,
-            start,
-            end,
-            alphas,
-            t,
-            scalar_fn,
-            create_graph=True,
-            internal_batch_size=self.internal_batch_size or (start.shape[0] + 1) // 2,
-            check=check,
-            want_last=want_last,
-            recompute=self._recompute(inner),
-            param_grads=param_grads,
-        )
-
-    def _adversarial(
-        self, model: nn.Module, x: Tensor, t: Tensor, ig_weight: float
-    ) -> Tensor:
-        """x' maximising [CE(x') +] ig_weight * ||IG_approx(x -> x')||_1."""
-        alphas = path_alphas(self.n_steps, self.approx_factor, x)
-        checked = False
-
-        def objective(adv: Tensor) -> Tensor:
-            nonlocal checked
-            ig, last_loss = self._ig(
-                model, x, adv, alphas, t, per_sample_ce, check=not checked,
-                want_last=True, param_grads=False,
-            )  # fmt: skip
-            checked = True
-            value = ig_weight * _l1(ig)
-            if self._attack_with_loss:
-                # The last path point is x' itself.
-                value = value + last_loss
-            return value.sum()
-
-        eps = as_like(self.eps, x)
-        adv = pgd_ascent(
-            objective,
-            x,
-            eps=eps,
-            step_size=as_like(self.attack_step_size, x),
-            steps=self.attack_steps,
-            bounds=self.bounds,
-            random_start=self._draw("rand", x) if self.random_start else None,
-        )
-        self.last_adversarial = adv
-        return adv
-
-    def _prepare(
-        self, model: object, inputs: object, target: object
-    ) -> tuple[nn.Module, Tensor, Tensor]:
-        model = check_model(model)
-        x = check_inputs(inputs)
-        return model, x, check_target(target, x)
-
-
-class IGNorm(_AdversarialIG):
+class IGNorm(AdversarialIG):
     r"""IG-NORM: penalise the integrated gradients of the loss towards a worst x'.
 
     Chen et al. (NeurIPS 2019). The term is
@@ -285,7 +120,11 @@ class IGNorm(_AdversarialIG):
     True
     """
 
-    _attack_with_loss = False
+    _loss_at_adversarial = False
+
+    # Named here for this class's API page (see Regularizer).
+    __call__ = Regularizer.__call__
+    loss = Regularizer.loss
 
     def __init__(
         self,
@@ -318,54 +157,12 @@ class IGNorm(_AdversarialIG):
             internal_batch_size,
         )
 
-    # Gradients are needed even when the caller is inside torch.no_grad().
-    @torch.enable_grad()
-    def __call__(
-        self, model: nn.Module, inputs: Tensor, target: Tensor | int
-    ) -> Tensor:
-        """``weight * mean ||IG_loss(x -> x')||_1`` with a fresh x'; add it to CE(x).
-
-        Parameters
-        ----------
-        model : nn.Module
-            Classifier returning (B, num_classes) scores.
-        inputs : Tensor
-            (B, ...) batch.
-        target : Tensor or int
-            (B,) class indices.
-        """
-        model, x, t = self._prepare(model, inputs, target)
-        return self._term(model, x, t)
-
-    @torch.enable_grad()
-    def loss(
-        self,
-        model: nn.Module,
-        inputs: Tensor,
-        target: Tensor | int,
-        *,
-        loss_fn: LossFn | None = None,
-    ) -> Tensor:
-        """The IG-NORM objective ``loss_fn(model(inputs), target) + term``.
-
-        ``loss_fn`` defaults to cross-entropy (batch mean).
-        """
-        loss_fn = check_loss_fn(loss_fn)
-        model, x, t = self._prepare(model, inputs, target)
-        # The term first: the task loss's graph is then built after the term's
-        # and back-propagated (and freed) before the term's passes are recomputed,
-        # so the two are never held at once.
-        term = self._term(model, x, t)
-        return loss_fn(run_checked(model, x, t), t) + term
-
-    def _term(self, model: nn.Module, x: Tensor, t: Tensor) -> Tensor:
-        with self._contexts(model):
-            adv = self._adversarial(model, x, t, 1.0)
-            alphas = path_alphas(self.n_steps, 1, x)
-            (ig,) = self._ig(
-                model, x, adv, alphas, t, per_sample_ce, check=self.attack_steps == 0
-            )
-        return self.weight * _l1(ig).mean()
+    def _term(self, model: nn.Module, x: Tensor, t: Tensor, adv: Tensor) -> Tensor:
+        alphas = path_alphas(self.n_steps, 1, x)
+        (ig,) = self._ig(
+            model, x, adv, alphas, t, per_sample_ce, check=self.attack_steps == 0
+        )
+        return self.weight * flat_l1_norm(ig).mean()
 
     def __repr__(self) -> str:
         return (
@@ -426,7 +223,11 @@ softplus_beta, seed, generator, internal_batch_size
     >>> loss = F.cross_entropy(model(reg.last_adversarial), y) + term
     """
 
-    _attack_with_loss = True
+    _loss_at_adversarial = True
+
+    # Named here for this class's API page (see Regularizer).
+    __call__ = Regularizer.__call__
+    loss = Regularizer.loss
 
     def __init__(
         self,
@@ -459,45 +260,6 @@ softplus_beta, seed, generator, internal_batch_size
             internal_batch_size=internal_batch_size,
         )
 
-    @torch.enable_grad()
-    def __call__(
-        self, model: nn.Module, inputs: Tensor, target: Tensor | int
-    ) -> Tensor:
-        """``weight * mean ||IG_loss(x -> x')||_1``; x' is kept in ``last_adversarial``.
-
-        Combine it with the loss at ``last_adversarial``, not with the clean loss.
-        """
-        model, x, t = self._prepare(model, inputs, target)
-        return self._term(model, x, t)
-
-    @torch.enable_grad()
-    def loss(
-        self,
-        model: nn.Module,
-        inputs: Tensor,
-        target: Tensor | int,
-        *,
-        loss_fn: LossFn | None = None,
-    ) -> Tensor:
-        """The whole IG-SUM-NORM objective ``loss_fn(model(x'), target) + term``.
-
-        ``loss_fn`` defaults to cross-entropy (batch mean). Use it in place of the
-        task loss.
-        """
-        loss_fn = check_loss_fn(loss_fn)
-        model, x, t = self._prepare(model, inputs, target)
-        term = self._term(model, x, t)
-        return loss_fn(run_checked(model, self.last_adversarial, t), t) + term
-
-    def _term(self, model: nn.Module, x: Tensor, t: Tensor) -> Tensor:
-        with self._contexts(model):
-            adv = self._adversarial(model, x, t, self.weight)
-            alphas = path_alphas(self.n_steps, 1, x)
-            (ig,) = self._ig(
-                model, x, adv, alphas, t, per_sample_ce, check=self.attack_steps == 0
-            )
-        return self.weight * _l1(ig).mean()
-
 
 def _spatial(t: Tensor) -> Tensor:
     """Channel sum of (B, C, ...) image attributions, flattened; (B, N) as is."""
@@ -522,7 +284,7 @@ def _class_pair(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     )
 
 
-class EnhancedAttributionRegularizer(_AdversarialIG):
+class EnhancedAttributionRegularizer(AdversarialIG):
     r"""Sarkar et al.'s enhanced attributional-robustness regularizer (AAAI 2021).
 
     On top of IG-SUM-NORM's inner maximisation (:math:`x'` maximising
@@ -596,7 +358,9 @@ class EnhancedAttributionRegularizer(_AdversarialIG):
     torch.Size([4, 3, 2, 2])
     """
 
-    _attack_with_loss = True
+    # Named here for this class's API page (see Regularizer).
+    __call__ = Regularizer.__call__
+    loss = Regularizer.loss
 
     def __init__(
         self,
@@ -640,36 +404,6 @@ class EnhancedAttributionRegularizer(_AdversarialIG):
         )
 
     @torch.enable_grad()
-    def __call__(
-        self, model: nn.Module, inputs: Tensor, target: Tensor | int
-    ) -> Tensor:
-        """``weight * mean(R_class + R_change)``; x' is kept in ``last_adversarial``.
-
-        Combine it with the loss at ``last_adversarial``, not with the clean loss.
-        """
-        model, x, t = self._prepare(model, inputs, target)
-        return self._term(model, x, t)
-
-    @torch.enable_grad()
-    def loss(
-        self,
-        model: nn.Module,
-        inputs: Tensor,
-        target: Tensor | int,
-        *,
-        loss_fn: LossFn | None = None,
-    ) -> Tensor:
-        """The whole objective ``loss_fn(model(x'), target) + term``.
-
-        ``loss_fn`` defaults to cross-entropy (batch mean). Use it in place of the
-        task loss.
-        """
-        loss_fn = check_loss_fn(loss_fn)
-        model, x, t = self._prepare(model, inputs, target)
-        term = self._term(model, x, t)
-        return loss_fn(run_checked(model, self.last_adversarial, t), t) + term
-
-    @torch.enable_grad()
     def components(
         self, model: nn.Module, inputs: Tensor, target: Tensor | int
     ) -> tuple[Tensor, Tensor]:
@@ -688,13 +422,14 @@ class EnhancedAttributionRegularizer(_AdversarialIG):
         """
         model, x, t = self._prepare(model, inputs, target)
         with self._contexts(model):
-            return self._components(model, x, t)
+            return self._components(model, x, t, self._adversarial(model, x, t))
+
+    def _ig_weight(self) -> float:
+        return self.weight if self.attack_weight is None else self.attack_weight
 
     def _components(
-        self, model: nn.Module, x: Tensor, t: Tensor
+        self, model: nn.Module, x: Tensor, t: Tensor, adv: Tensor
     ) -> tuple[Tensor, Tensor]:
-        beta = self.weight if self.attack_weight is None else self.attack_weight
-        adv = self._adversarial(model, x, t, beta)
         alphas = path_alphas(self.n_steps, 1, x)
         zero = torch.zeros_like(x)
         (b,) = self._ig(
@@ -714,9 +449,8 @@ class EnhancedAttributionRegularizer(_AdversarialIG):
         r_change = torch.where(matched, b * c, c.abs()).sum(dim=1)
         return r_class, r_change
 
-    def _term(self, model: nn.Module, x: Tensor, t: Tensor) -> Tensor:
-        with self._contexts(model):
-            r_class, r_change = self._components(model, x, t)
+    def _term(self, model: nn.Module, x: Tensor, t: Tensor, adv: Tensor) -> Tensor:
+        r_class, r_change = self._components(model, x, t, adv)
         return (
             self.weight
             * (self.class_weight * r_class + self.change_weight * r_change).mean()

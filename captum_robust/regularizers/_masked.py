@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
-from captum_robust._utils.second_order import second_order_safe
 from captum_robust._utils.validation import check_choice
-from captum_robust.regularizers._common import (
+from captum_robust.regularizers._base import GradientRegularizer
+from captum_robust.regularizers._checks import (
     LossFn,
-    SmoothMixin,
-    check_inputs,
     check_loss_fn,
     check_mask,
-    check_model,
-    check_target,
     check_weight,
-    frozen_running_stats,
-    input_gradient,
-    run_checked,
-    target_log_prob,
 )
+from captum_robust.regularizers._gradients import target_log_prob
 
 __all__ = ["MaskedGradientPenalty"]
 
@@ -31,7 +23,7 @@ def _sum_log_probs(logits: Tensor, target: Tensor) -> Tensor:
     return logits.log_softmax(dim=1).sum(dim=1)
 
 
-class MaskedGradientPenalty(SmoothMixin):
+class MaskedGradientPenalty(GradientRegularizer):
     r"""Penalise input-gradient mass outside the object ("right for the right reasons").
 
     Ross, Hughes and Doshi-Velez (IJCAI 2017) train with
@@ -107,8 +99,6 @@ class MaskedGradientPenalty(SmoothMixin):
         self._scalar = _sum_log_probs if log_prob == "sum" else target_log_prob
         self._init_smooth(softplus_beta)
 
-    # Gradients are needed even when the caller is inside torch.no_grad().
-    @torch.enable_grad()
     def __call__(
         self, model: nn.Module, inputs: Tensor, target: Tensor | int, mask: Tensor
     ) -> Tensor:
@@ -126,9 +116,8 @@ class MaskedGradientPenalty(SmoothMixin):
             Object mask, bool or {0, 1}: (B, H, W), (B, 1, H, W) or shaped like
             ``inputs``. True marks the object; gradients elsewhere are penalised.
         """
-        return self._run(model, inputs, target, mask, None)[0]
+        return self._run(model, inputs, target, mask)
 
-    @torch.enable_grad()
     def loss(
         self,
         model: nn.Module,
@@ -142,46 +131,29 @@ class MaskedGradientPenalty(SmoothMixin):
 
         ``loss_fn`` defaults to cross-entropy (batch mean).
         """
-        term, task = self._run(model, inputs, target, mask, check_loss_fn(loss_fn))
-        return task + term
+        return self._run(model, inputs, target, mask, loss_fn=check_loss_fn(loss_fn))
 
-    def _run(
-        self,
-        model: nn.Module,
-        inputs: Tensor,
-        target: Tensor | int,
-        mask: Tensor,
-        loss_fn: LossFn | None,
-    ) -> tuple[Tensor, Tensor | None]:
-        model = check_model(model)
-        x = check_inputs(inputs)
-        t = check_target(target, x)
-        outside = (~check_mask(mask, x)).to(x.dtype)
-        # Double-differentiable activations and attention (MobileNetV3, ViT).
-        with second_order_safe():
-            return self._run_checked(model, x, t, outside, loss_fn)
-
-    def _run_checked(
+    def _term_and_task(
         self,
         model: nn.Module,
         x: Tensor,
         t: Tensor,
-        outside: Tensor,
+        mask: Tensor,
+        *,
         loss_fn: LossFn | None,
     ) -> tuple[Tensor, Tensor | None]:
-        if loss_fn is not None and self.softplus_beta is None:
-            grad, logits, _ = input_gradient(
-                model, x, t, self._scalar, create_graph=True, check=True
-            )
-            return self._penalty(grad, outside), loss_fn(logits, t)
-        task = None if loss_fn is None else loss_fn(run_checked(model, x, t), t)
-        with frozen_running_stats(model), self._smooth(model):
-            grad, _, _ = input_gradient(
-                model, x, t, self._scalar, create_graph=True, check=True
-            )
-        return self._penalty(grad, outside), task
+        outside = (~check_mask(mask, x)).to(x.dtype)
+        return super()._term_and_task(model, x, t, outside, loss_fn=loss_fn)
 
-    def _penalty(self, grad: Tensor, outside: Tensor) -> Tensor:
+    def _gradient_term(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        t: Tensor,
+        grad: Tensor,
+        leaf: Tensor,
+        outside: Tensor,
+    ) -> Tensor:
         return self.weight * (grad * outside).flatten(1).pow(2).sum(dim=1).mean()
 
     def __repr__(self) -> str:

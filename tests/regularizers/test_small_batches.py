@@ -108,7 +108,7 @@ def test_hessian_norm_refuses_training_batch_norm_by_name():
 
 
 def test_sample_blocks_hold_two_samples_only_with_a_training_batch_norm():
-    from captum_robust.regularizers._common import _PathSpec
+    from captum_robust.regularizers._paths import _PathSpec
 
     def blocks(b, rows, min_block):
         spec = _PathSpec(None, torch.zeros(2), None, None, rows, False, False, None,
