@@ -37,6 +37,13 @@ def run(capsys, *argv):
     return code, captured.out, captured.err
 
 
+def evaluate(capsys, output, options, *argv):
+    """``captum-robust evaluate`` of the demo model with ``options`` (a command
+    line) and ``argv``, one attack step, writing into ``output``."""
+    argv = ["evaluate", "--model", MODEL, *shlex.split(options), *argv]
+    return run(capsys, *argv, "--output", str(output), *FAST)
+
+
 def read_records(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -299,17 +306,7 @@ def test_unwritable_output_is_one_line_error(capsys, tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied", str(self.path))
 
     monkeypatch.setattr(_records.RecordLog, "write", denied)
-    code, _, err = run(
-        capsys,
-        "evaluate",
-        "--model",
-        MODEL,
-        "--samples",
-        "2",
-        "--output",
-        str(tmp_path / "o"),
-        *FAST,
-    )
+    code, _, err = evaluate(capsys, tmp_path / "o", "--samples 2")
     assert code == 2
     assert "Permission denied" in err and "records.jsonl" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
@@ -330,28 +327,11 @@ def test_read_only_output_folder(capsys, tmp_path):
 
 
 def test_grad_cam_with_default_layer_matches_captum(capsys, tmp_path):
-    code, out, err = run(
+    code, out, err = evaluate(
         capsys,
-        "evaluate",
-        "--model",
-        MODEL,
-        "--samples",
-        "3",
-        "--batch-size",
-        "3",
-        "--attribution",
-        "grad-cam",
-        "--k",
-        "20",
-        "--metrics",
-        "silhouette",
-        "--baseline",
-        "none",
-        "--output",
-        str(tmp_path),
-        *FAST,
-        "--target",
-        "predicted",
+        tmp_path,
+        "--samples 3 --batch-size 3 --attribution grad-cam --k 20 --metrics silhouette "
+        "--baseline none --target predicted",
     )
     assert code == 0, err
     assert "grad-cam (13)" in out
@@ -378,31 +358,11 @@ def test_grad_cam_with_default_layer_matches_captum(capsys, tmp_path):
 
 
 def test_smoothgrad_and_mass_center(capsys, tmp_path):
-    code, out, err = run(
+    code, out, err = evaluate(
         capsys,
-        "evaluate",
-        "--model",
-        MODEL,
-        "--samples",
-        "2",
-        "--batch-size",
-        "2",
-        "--attribution",
-        "smoothgrad",
-        "--nt-samples",
-        "2",
-        "--noise",
-        "0.1",
-        "--attack",
-        "mass-center",
-        "--output",
-        str(tmp_path),
-        *FAST,
-        "--metrics",
-        "center_shift",
-        "topk",
-        "--target",
-        "predicted",
+        tmp_path,
+        "--samples 2 --batch-size 2 --attribution smoothgrad --nt-samples 2 --noise "
+        "0.1 --attack mass-center --metrics center_shift topk --target predicted",
     )
     assert code == 0, err
     assert "smoothgrad" in out and "MassCenterAttack" in out
@@ -412,28 +372,11 @@ def test_smoothgrad_and_mass_center(capsys, tmp_path):
 
 
 def test_integrated_gradients_and_attack_random_has_one_row(capsys, tmp_path):
-    code, out, err = run(
+    code, out, err = evaluate(
         capsys,
-        "evaluate",
-        "--model",
-        MODEL,
-        "--samples",
-        "2",
-        "--batch-size",
-        "2",
-        "--attribution",
-        "integrated-gradients",
-        "--ig-steps",
-        "3",
-        "--attack",
-        "random",
-        "--output",
-        str(tmp_path),
-        *FAST,
-        "--metrics",
-        "topk",
-        "--target",
-        "predicted",
+        tmp_path,
+        "--samples 2 --batch-size 2 --attribution integrated-gradients --ig-steps 3 "
+        "--attack random --metrics topk --target predicted",
     )
     assert code == 0, err
     report = json.loads((tmp_path / "report.json").read_text())
@@ -468,24 +411,10 @@ def test_default_k_rule():
 
 
 def test_default_k_in_a_run(capsys, tmp_path):
-    code, _, err = run(
+    code, _, err = evaluate(
         capsys,
-        "evaluate",
-        "--model",
-        MODEL,
-        "--samples",
-        "1",
-        "--image-size",
-        "64",
-        "--metrics",
-        "topk",
-        "--baseline",
-        "none",
-        "--output",
-        str(tmp_path),
-        *FAST,
-        "--target",
-        "predicted",
+        tmp_path,
+        "--samples 1 --image-size 64 --metrics topk --baseline none --target predicted",
     )
     assert code == 0, err
     assert json.loads((tmp_path / "report.json").read_text())["settings"]["k"] == 400
@@ -541,26 +470,13 @@ def test_image_folder_run_and_upscale_warning(capsys, tmp_path):
     err = capsys.readouterr().err
     assert data[0][0].shape == (3, 224, 224)
     assert "16x16" in err and "--image-size 16" in err
-    code, out, err = run(
+    code, out, err = evaluate(
         capsys,
-        "evaluate",
-        "--model",
-        MODEL,
-        "--data",
-        "image-folder",
+        tmp_path / "o",
+        "--data image-folder --image-size 16 --k 10 --attribution grad-cam "
+        "--target predicted",
         "--data-root",
         str(tmp_path / "data"),
-        "--image-size",
-        "16",
-        "--k",
-        "10",
-        "--attribution",
-        "grad-cam",
-        "--output",
-        str(tmp_path / "o"),
-        *FAST,
-        "--target",
-        "predicted",
     )
     assert code == 0, err
     assert "warning" not in err

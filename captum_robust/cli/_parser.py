@@ -106,6 +106,13 @@ def _version() -> str:
     return f"captum-robust {__version__}"
 
 
+def _add_output_and_seed(parser: argparse.ArgumentParser, *, output: str) -> None:
+    parser.add_argument("--output", default=output, help="output folder")
+    parser.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="seed of every random step"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``captum-robust``.
 
@@ -131,10 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_HelpFormatter,
         epilog="example:\n  captum-robust demo --output demo_output",
     )
-    demo.add_argument("--output", default="captum_robust_output", help="output folder")
-    demo.add_argument(
-        "--seed", type=_non_negative_int, default=0, help="seed of every random step"
-    )
+    _add_output_and_seed(demo, output="captum_robust_output")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(handler=demo_command)
 
@@ -170,12 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="methods to run (default: all; NATURAL is required)",
     )
-    reproduce.add_argument(
-        "--output", default="captum_robust_reproduce", help="output folder"
-    )
-    reproduce.add_argument(
-        "--seed", type=_non_negative_int, default=0, help="seed of every random step"
-    )
+    _add_output_and_seed(reproduce, output="captum_robust_reproduce")
     reproduce.add_argument(
         "--device", default="cpu", help="where to train and evaluate (cpu, cuda, ...)"
     )

