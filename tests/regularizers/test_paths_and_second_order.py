@@ -302,15 +302,15 @@ def test_internal_batch_size_is_checked(cls, value, error):
 def test_every_pass_reports_to_the_host_memory_guard(monkeypatch):
     # Without the guard the peak resident set grows with the number of passes
     # (glibc fragmentation): each pass, forward and recomputation, reports.
-    from captum_robust.regularizers import _common
+    from captum_robust.regularizers import _paths
 
     passes = []
 
-    class Counting(_common.HostMemoryGuard):
+    class Counting(_paths.HostMemoryGuard):
         def after_pass(self):
             passes.append(self.active)
 
-    monkeypatch.setattr(_common, "HostMemoryGuard", Counting)
+    monkeypatch.setattr(_paths, "HostMemoryGuard", Counting)
     model, (x, y) = drop_net(), data()
     reg = IGNorm(0.1, n_steps=4, approx_factor=2, attack_steps=0, seed=0)
     reg.internal_batch_size = 3  # one point (3 samples) per pass: 4 passes
