@@ -13,10 +13,7 @@ from captum_robust.cli._commands import (
 )
 from captum_robust.cli._data import DATASETS
 from captum_robust.cli._models import IMAGENET_MEAN, IMAGENET_STD
-
-METRIC_NAMES = ("topk", "kendall", "spearman", "center_shift", "silhouette")
-SIMILARITY_METRIC_NAMES = ("pearson", "cosine", "mse", "ssim")
-
+from captum_robust.metrics._registry import DEFAULT_METRIC_NAMES, METRIC_NAMES
 
 EPILOG = """\
 examples:
@@ -357,8 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--metrics",
         nargs="+",
-        default=list(METRIC_NAMES),
-        choices=METRIC_NAMES + SIMILARITY_METRIC_NAMES,
+        default=list(DEFAULT_METRIC_NAMES),
+        choices=METRIC_NAMES,
         help="metrics recorded per sample (map similarities pearson, cosine, mse "
         "and ssim on request)",
         metavar="METRIC",

@@ -42,17 +42,7 @@ from captum_robust.evaluation._records import (
     write_settings,
 )
 from captum_robust.evaluation._summary import METRIC_NAMES, summarize
-from captum_robust.metrics import (
-    center_of_mass_shift,
-    cosine_similarity,
-    kendall_tau,
-    mean_squared_error,
-    pearson_correlation,
-    silhouette_overlap,
-    spearman_correlation,
-    structural_similarity,
-    topk_intersection,
-)
+from captum_robust.metrics._registry import score_maps
 
 
 @dataclass
@@ -115,36 +105,6 @@ def _attribute(attribution: Any, inputs: Tensor, labels: Tensor, **kwargs) -> Te
             f"{type(result).__name__}."
         )
     return result.detach()
-
-
-def _batch_scores(
-    metrics: Sequence[str],
-    before: Tensor,
-    after: Tensor,
-    masks: Tensor | None,
-    k: int,
-) -> dict[str, Tensor]:
-    scores: dict[str, Tensor] = {}
-    if "topk" in metrics:
-        scores["topk"] = topk_intersection(before, after, k)
-    if "kendall" in metrics:
-        scores["kendall"] = kendall_tau(before, after)
-    if "spearman" in metrics:
-        scores["spearman"] = spearman_correlation(before, after)
-    if "center_shift" in metrics:
-        scores["center_shift"] = center_of_mass_shift(before, after)
-    if "pearson" in metrics:
-        scores["pearson"] = pearson_correlation(before, after)
-    if "cosine" in metrics:
-        scores["cosine"] = cosine_similarity(before, after)
-    if "mse" in metrics:
-        scores["mse"] = mean_squared_error(before, after)
-    if "ssim" in metrics:
-        scores["ssim"] = structural_similarity(before, after)
-    if "silhouette" in metrics and masks is not None:
-        scores["silhouette_before"] = silhouette_overlap(before, masks)
-        scores["silhouette_after"] = silhouette_overlap(after, masks)
-    return scores
 
 
 def evaluate_robustness(
@@ -563,7 +523,7 @@ def _evaluate_batch(
         prediction_after = model(perturbed).argmax(dim=1)
     before = _attribute(attribution, images, classes, **attribution_kwargs)
     after = _attribute(attribution, perturbed, classes, **attribution_kwargs)
-    scores = _batch_scores(metrics, before, after, masks, k)
+    scores = score_maps(metrics, before, after, masks, k)
     linf = (perturbed - images).flatten(1).abs().amax(dim=1)
 
     columns = {

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from captum_robust.metrics._registry import table_columns
+
 # (summary field, column title, number format); metric columns show the mean
 # with its confidence interval when the summary has one.
 COUNT_COLUMNS = (
@@ -17,16 +19,7 @@ COUNT_COLUMNS = (
 TABLE_COLUMNS = (
     ("clean_accuracy", "clean acc", "{:.3f}"),
     ("label_kept_rate", "label kept", "{:.3f}"),
-    ("topk", "top-k", "{:.3f}"),
-    ("kendall", "kendall", "{:.3f}"),
-    ("spearman", "spearman", "{:.3f}"),
-    ("pearson", "pearson", "{:.3f}"),
-    ("cosine", "cosine", "{:.3f}"),
-    ("mse", "mse", "{:.3g}"),
-    ("ssim", "ssim", "{:.3f}"),
-    ("center_shift", "shift px", "{:.2f}"),
-    ("silhouette_before", "silh. before", "{:.3f}"),
-    ("silhouette_after", "silh. after", "{:.3f}"),
+    *((c.field, c.label, c.number_format) for c in table_columns()),
 )
 _LABELS = 3  # model, attribution, attack
 

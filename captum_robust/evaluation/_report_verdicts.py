@@ -13,17 +13,15 @@ from captum_robust.evaluation._summary import (
     proportion_difference_interval,
     proportion_interval,
 )
+from captum_robust.metrics._registry import METRICS
 
 RANDOM_ATTACK = "RandomAttack"
 # Metrics whose higher values mean a more robust attribution, with the words of
 # a verdict sentence.
 VERDICT_METRICS = {
-    "topk": "top-k pixels",
-    "kendall": "Kendall rank correlation",
-    "spearman": "Spearman rank correlation",
-    "pearson": "Pearson correlation",
-    "cosine": "cosine similarity",
-    "ssim": "structural similarity",
+    name: m.verdict
+    for name, m in METRICS.items()
+    if m.verdict is not None and m.robust_when_higher
 }
 
 

@@ -13,31 +13,23 @@ from torch import Tensor
 from captum_robust._utils.validation import check_choice, check_number
 from captum_robust.evaluation._records import Record
 from captum_robust.metrics import PerSampleMean
+from captum_robust.metrics._registry import (
+    DEFAULT_METRIC_NAMES,
+    score_fields,
+)
+from captum_robust.metrics._registry import (
+    METRIC_NAMES as METRICS,
+)
 
-# The metric names of evaluate_robustness (kept here so that the summary does
-# not import the evaluation loop).
-METRIC_NAMES = ("topk", "kendall", "spearman", "center_shift", "silhouette")
-# Map similarities between the two attributions, chosen by name (not default).
-SIMILARITY_METRIC_NAMES = ("pearson", "cosine", "mse", "ssim")
-# Every name evaluate_robustness accepts.
-METRICS = METRIC_NAMES + SIMILARITY_METRIC_NAMES
+# evaluate_robustness's default metrics (kept here so that the summary does not
+# import the evaluation loop); METRICS is every name it accepts.
+METRIC_NAMES = DEFAULT_METRIC_NAMES
 
 
 class _ValueMean(PerSampleMean):
     """PerSampleMean over values that are already computed."""
 
     score_fn = staticmethod(lambda values: values)
-
-
-def score_columns(metrics: Sequence[str]) -> list[str]:
-    """Record fields holding the scores of ``metrics``."""
-    columns = []
-    for name in metrics:
-        if name == "silhouette":
-            columns += ["silhouette_before", "silhouette_after"]
-        else:
-            columns.append(name)
-    return columns
 
 
 def check_metric_names(metrics: object) -> list[str]:
@@ -144,7 +136,7 @@ def summarize(
         ),
         "confidence": confidence,
     }
-    for column in score_columns(metrics):
+    for column in score_fields(metrics):
         values = [_score(r[column]) for r in attacked if column in r]
         if not values:
             # Nothing was attacked: no entry, as for a metric not computed.
