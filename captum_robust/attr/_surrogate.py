@@ -185,6 +185,12 @@ def _smooth_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
 
 def _install(module: nn.Module, state: SurrogateState) -> None:
     existing = module.__dict__.get("forward")
+    if isinstance(existing, types.MethodType) and existing.__func__ is _smooth_forward:
+        # A block nested in another on the same model (a checkpoint recomputed in
+        # a backward pass inside it): both wrappers read the state the module
+        # holds, so wrapping the outer one would call itself without end. Wrap
+        # what the outer one wraps.
+        existing = module.__dict__[REPORT_KEY].inner_forward
     if existing is not None:
         state.inner_forward = existing
     # A bound method rather than a closure so that deepcopy rebinds it to the copy.
