@@ -21,13 +21,13 @@ from captum_robust.attacks._adversary import (
     pgd_cross_entropy,
     robust_accuracy,
 )
-from captum_robust.attacks._attacks import (
-    ManipulationAttack,
+from captum_robust.attacks._ghorbani import (
     MassCenterAttack,
-    RandomAttack,
     TargetedAttack,
     TopKAttack,
 )
+from captum_robust.attacks._manipulation import ManipulationAttack
+from captum_robust.attacks._random import RandomAttack
 from captum_robust.attacks._result import AttackResult
 
 __all__ = [

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -21,19 +20,25 @@ from captum_robust._utils.validation import (
     check_number,
     check_positive_int,
 )
+from captum_robust.attacks._batch import Batch, CallSettings
+from captum_robust.attacks._precision import in_input_dtype, input_gradients
 from captum_robust.attacks._result import AttackResult
 from captum_robust.attacks._utils import (
     OutputRecorder,
     TensorOrTuple,
+    adam_moves,
     as_module,
+    check_attribution_kwargs,
+    check_bounds,
     check_inputs,
+    check_logits,
     draw,
     fmt,
     master_dtype,
     normalized_map,
     prepare_masks,
+    same_model,
     spatial_shape,
-    take,
 )
 from captum_robust.attr import (
     DifferentiableAttribution,
@@ -72,90 +77,15 @@ _PLAIN_CRITERION_METHODS = (Saliency, InputXGradient, IntegratedGradients, Layer
 # evaluations per call the speed is flat (3x32x32 CNN, 2 cores).
 _CPU_EVALUATIONS_PER_CALL = 128
 
-# Per-sample loss scaling of float16 backward passes (see _input_gradients).
-_SCALE_TRIES = 6
-_SCALE_JUMP = 256.0
-# A largest scaled gradient below this is (partly) in float16's subnormal range,
-# where precision is lost: the sample is retried at a larger scale.
-_SCALE_FLOOR = 2.0**-4
-_MIN_SCALE, _MAX_SCALE = 2.0**-100, 2.0**100
-
-
-@dataclass
-class Batch:
-    """Per-call tensors of the samples being attacked, all with the same rows."""
-
-    x0: tuple[Tensor, ...]
-    is_tuple: bool
-    masks: tuple[Tensor, ...] | None
-    target: Any
-    additional_forward_args: Any
-    attribution_kwargs: dict[str, Any]
-    label: Tensor
-    map0: Tensor
-    shape: tuple[int, int] | None
-    state: dict[str, Tensor] = field(default_factory=dict)
-
-    @property
-    def size(self) -> int:
-        return int(self.x0[0].shape[0])
-
-    def select(self, index: Tensor, host_index: list[int]) -> Batch:
-        n = self.size
-        return Batch(
-            x0=tuple(t.index_select(0, index) for t in self.x0),
-            is_tuple=self.is_tuple,
-            masks=None
-            if self.masks is None
-            else tuple(take(m, index, host_index, n) for m in self.masks),
-            target=take(self.target, index, host_index, n),
-            additional_forward_args=take(
-                self.additional_forward_args, index, host_index, n
-            ),
-            attribution_kwargs={
-                key: take(v, index, host_index, n)
-                for key, v in self.attribution_kwargs.items()
-            },
-            label=self.label.index_select(0, index),
-            # Before the original attribution is known, map0 is an empty
-            # placeholder, which take() leaves as it is.
-            map0=take(self.map0, index, host_index, n),
-            shape=self.shape,
-            state={key: v.index_select(0, index) for key, v in self.state.items()},
-        )
-
-
-def _check_bounds(lower: object, upper: object) -> tuple[float, float]:
-    lo = check_number(lower, "lower_bound")
-    hi = check_number(upper, "upper_bound")
-    if lo > hi:
-        raise ValueError(f"`lower_bound` ({lo}) must not exceed `upper_bound` ({hi}).")
-    return lo, hi
-
-
-def _check_kwargs(kwargs: object, name: str) -> dict[str, Any]:
-    if kwargs is None:
-        return {}
-    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
-        raise TypeError(
-            f"`{name}` must be a dict of keyword arguments for the attribution's "
-            f"`attribute`, got {type(kwargs).__name__}."
-        )
-    reserved = {"inputs", "target", "additional_forward_args"} & set(kwargs)
-    if reserved:
-        raise ValueError(
-            f"`{name}` must not contain {sorted(reserved)}; pass them to perturb()."
-        )
-    if kwargs.get("return_convergence_delta"):
-        raise ValueError(f"`{name}`: return_convergence_delta=True is not supported.")
-    return dict(kwargs)
-
 
 class AttributionAttack(Perturbation):
     """Base of the attacks: arguments, the shared loop and the bookkeeping.
 
     Subclasses set the update rule and the loss (the quantity whose descent moves
-    the attribution), and may prepare per-sample state from their own arguments.
+    the attribution), may prepare per-sample state from their own arguments
+    (``_setup``) and add fields to the result (``_report``). :meth:`perturb`
+    takes the arguments every attack shares; an attack with per-call arguments
+    of its own overrides it and hands them to ``_perturb`` as ``extras``.
     """
 
     _update_rule = "sign"  # "sign", "adam" or "random"
@@ -195,7 +125,7 @@ class AttributionAttack(Perturbation):
             attribution, seed=0 if seed is None else seed
         )
         explained = self._attribution.forward_func
-        if explained is not None and not _same_model(explained, forward_func):
+        if explained is not None and not same_model(explained, forward_func):
             raise ValueError(
                 "`attribution` explains a different model than `forward_func`; "
                 "build the attribution on the attacked model."
@@ -213,11 +143,11 @@ class AttributionAttack(Perturbation):
                 f"`random_start` must be a bool, got {type(random_start).__name__}."
             )
         self.random_start = random_start
-        self.lower_bound, self.upper_bound = _check_bounds(lower_bound, upper_bound)
+        self.lower_bound, self.upper_bound = check_bounds(lower_bound, upper_bound)
         check_choice(criterion, self._criteria, "criterion")
         self.criterion = criterion
         self.criterion_k = check_positive_int(criterion_k, "criterion_k")
-        self.attribution_kwargs = _check_kwargs(
+        self.attribution_kwargs = check_attribution_kwargs(
             attribution_kwargs, "attribution_kwargs"
         )
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -301,14 +231,6 @@ class AttributionAttack(Perturbation):
             raise AssertionError("subclasses without a default step size override")
         return self.step_size
 
-    def _forward(self, x: tuple[Tensor, ...], b: Batch) -> Tensor:
-        args = b.additional_forward_args
-        if args is None:
-            args = ()
-        elif not isinstance(args, tuple):
-            args = (args,)
-        return self.forward_func(*x, *args)
-
     def _rows_per_call(self, b: Batch) -> int:
         """Samples per attribution call of a path method (Integrated Gradients):
         ``internal_batch_size // n_steps`` when given, a default on a CPU."""
@@ -350,6 +272,17 @@ class AttributionAttack(Perturbation):
         return torch.cat([m for m, _ in parts]), torch.cat([lg for _, lg in parts])
 
     def _real_map_rows(self, x: tuple[Tensor, ...], b: Batch) -> tuple[Tensor, Tensor]:
+        attr, logits = self._attribute_rows(x, b)
+        if logits is None:
+            with torch.no_grad():
+                logits = b.call(self.forward_func, tuple(t.detach() for t in x))
+        return normalized_map(attr), logits
+
+    def _attribute_rows(
+        self, x: tuple[Tensor, ...], b: Batch
+    ) -> tuple[Any, Tensor | None]:
+        """The real model's attribution at ``x``, detached, and its logits where
+        the method ran the model on ``x`` itself (None otherwise)."""
         xg = tuple(t.detach().requires_grad_() for t in x)
         self._recorder.watch(xg)
         try:
@@ -360,14 +293,12 @@ class AttributionAttack(Perturbation):
                 **b.attribution_kwargs,
             )
         finally:
-            logits = self._recorder.take()
-        attr = tuple(a.detach() for a in attr) if isinstance(attr, tuple) else attr
-        if isinstance(attr, Tensor):
+            recorded = self._recorder.take()
+        if isinstance(attr, tuple):
+            attr = tuple(a.detach() for a in attr)
+        else:
             attr = attr.detach()
-        if logits is None:
-            with torch.no_grad():
-                logits = self._forward(tuple(t.detach() for t in x), b)
-        return normalized_map(attr), logits
+        return attr, recorded
 
     def _surrogate_map(self, xg: tuple[Tensor, ...], b: Batch) -> Tensor:
         return torch.cat(self._in_row_chunks(self._surrogate_map_rows, xg, b))
@@ -407,7 +338,82 @@ class AttributionAttack(Perturbation):
         """Per-sample loss (n,) on the surrogate's map; the attack descends it."""
         raise NotImplementedError
 
+    def _report(
+        self, result: AttackResult, x: tuple[Tensor, ...], full: Batch
+    ) -> AttackResult:
+        """The :class:`AttackResult` of a call with ``return_results``, where an
+        attack adds its own fields: ``x`` holds the returned inputs and ``full``
+        every sample of the call."""
+        return result
+
     # -------------------------------------------------------------- the loop
+
+    def perturb(
+        self,
+        inputs: TensorOrTuple,
+        target: Any = None,
+        additional_forward_args: Any = None,
+        *,
+        mask: TensorOrTuple | None = None,
+        epsilon: float | None = None,
+        step_size: float | None = None,
+        n_steps: int | None = None,
+        restarts: int | None = None,
+        attribution_kwargs: dict[str, Any] | None = None,
+        generator: torch.Generator | None = None,
+        return_results: bool = False,
+    ) -> TensorOrTuple | tuple[TensorOrTuple, AttackResult]:
+        """Attack the attributions of ``inputs``.
+
+        Parameters
+        ----------
+        inputs : Tensor or tuple of Tensor
+            (B, ...) inputs inside [lower_bound, upper_bound]; not modified.
+        target : int, Tensor, list of int or None, default None
+            The class whose attribution is attacked and the true label: samples the
+            model does not predict as ``target`` are skipped. None uses the predicted
+            class (nothing is skipped). A negative or out-of-range index (checked
+            against the model's output width), a float, or a wrong length raises a
+            ``ValueError`` or ``TypeError`` naming ``target``.
+        additional_forward_args : Any, default None
+            Extra model arguments, as in Captum (tensors with the batch size as first
+            dimension are per sample).
+        mask : Tensor or tuple of Tensor or None, default None
+            Binary; only pixels where it is 1 may change. Shape broadcastable to the
+            input's, e.g. (B, C, H, W), (B, 1, H, W), (1, C, H, W) or (B, H, W).
+        epsilon, step_size, n_steps, restarts : optional
+            Override the attack's settings for this call (e.g. to search ``epsilon``
+            with ``captum.robust.MinParamPerturbation``).
+        attribution_kwargs : dict or None, default None
+            Merged over the attack's ``attribution_kwargs`` for this call (e.g.
+            per-batch ``baselines``).
+        generator : torch.Generator or None, default None
+            Source of the random draws; None uses a fresh one seeded with ``seed``.
+        return_results : bool, default False
+            Also return an :class:`AttackResult`.
+
+        Returns
+        -------
+        Tensor or tuple of Tensor, or (that, AttackResult)
+            The perturbed inputs, in the structure of ``inputs``, detached. A sample
+            where no iterate improved the criterion comes back unchanged.
+
+        See the attack's class for an example.
+        """
+        return self._perturb(
+            inputs,
+            target,
+            additional_forward_args,
+            mask=mask,
+            epsilon=epsilon,
+            step_size=step_size,
+            n_steps=n_steps,
+            restarts=restarts,
+            attribution_kwargs=attribution_kwargs,
+            generator=generator,
+            return_results=return_results,
+            extras={},
+        )
 
     def _perturb(
         self,
@@ -455,7 +461,7 @@ class AttributionAttack(Perturbation):
             )
         kwargs = {
             **self.attribution_kwargs,
-            **_check_kwargs(attribution_kwargs, "attribution_kwargs"),
+            **check_attribution_kwargs(attribution_kwargs, "attribution_kwargs"),
         }
         x0, is_tuple = check_inputs(inputs, self.lower_bound, self.upper_bound)
         masks = prepare_masks(mask, x0, is_tuple)
@@ -470,46 +476,14 @@ class AttributionAttack(Perturbation):
         )
         if generator is None and self.seed is not None:
             generator = torch.Generator(device=device).manual_seed(self.seed)
-
-        surrogate_module = None if self.surrogate is None else as_module(self.surrogate)
-        with torch.enable_grad(), eval_mode(self._model):
-            # A user surrogate is put in eval mode too (and restored).
-            with eval_mode(
-                surrogate_module if surrogate_module is not self._model else None
-            ):
-                return self._run(
-                    x0,
-                    is_tuple,
-                    masks,
-                    classes,
-                    additional_forward_args,
-                    kwargs,
-                    eps,
-                    alpha,
-                    steps,
-                    n_restarts,
-                    generator,
-                    return_results,
-                    extras,
-                )
-
-    def _run(
-        self,
-        x0: tuple[Tensor, ...],
-        is_tuple: bool,
-        masks: tuple[Tensor, ...] | None,
-        classes: Tensor | None,
-        additional_forward_args: Any,
-        kwargs: dict[str, Any],
-        eps: float,
-        alpha: float,
-        n_steps: int,
-        n_restarts: int,
-        generator: torch.Generator | None,
-        return_results: bool,
-        extras: dict[str, Any],
-    ) -> TensorOrTuple | tuple[TensorOrTuple, AttackResult]:
-        batch, device = int(x0[0].shape[0]), x0[0].device
+        settings = CallSettings(
+            epsilon=eps,
+            step_size=alpha,
+            n_steps=steps,
+            restarts=n_restarts,
+            generator=generator,
+            return_results=return_results,
+        )
         full = Batch(
             x0=x0,
             is_tuple=is_tuple,
@@ -521,6 +495,22 @@ class AttributionAttack(Perturbation):
             map0=torch.empty(0),
             shape=None,
         )
+
+        surrogate_module = None if self.surrogate is None else as_module(self.surrogate)
+        with torch.enable_grad(), eval_mode(self._model):
+            # A user surrogate is put in eval mode too (and restored).
+            with eval_mode(
+                surrogate_module if surrogate_module is not self._model else None
+            ):
+                return self._run(full, settings, extras)
+
+    def _run(
+        self, full: Batch, settings: CallSettings, extras: dict[str, Any]
+    ) -> TensorOrTuple | tuple[TensorOrTuple, AttackResult]:
+        """The attack of every sample of ``full`` (whose ``target`` is the checked
+        one, or None), with the warnings and the result."""
+        x0, classes = full.x0, full.target
+        batch, device = full.size, x0[0].device
         # The original map and prediction, on the real model.
         attr0, logits0 = self._attribute_original(full)
         full.label = logits0.argmax(dim=1)
@@ -551,24 +541,16 @@ class AttributionAttack(Perturbation):
         b = full if n_attacked == batch else full.select(index, host_index)
 
         best, best_crit, best_restart, best_step, steps_done, unmoved = self._search(
-            b,
-            full,
-            index,
-            before.index_select(0, index),
-            eps,
-            alpha,
-            n_steps,
-            n_restarts,
-            generator,
+            b, full, index, before.index_select(0, index), settings
         )
 
         out = tuple(
             t.clone().index_copy_(0, index, bt) if n_attacked < batch else bt
             for t, bt in zip(x0, best)
         )
-        perturbed = fmt(out, is_tuple)
+        perturbed = fmt(out, full.is_tuple)
         n_unmoved = int(unmoved.sum()) if n_attacked else 0
-        if n_unmoved and eps > 0:
+        if n_unmoved and settings.epsilon > 0:
             warnings.warn(
                 f"{type(self).__name__}: {n_unmoved} of {n_attacked} attacked "
                 "samples never left the input (every update was zero or clipped: "
@@ -584,7 +566,7 @@ class AttributionAttack(Perturbation):
             else torch.zeros(n_attacked, dtype=torch.bool, device=device)
         )
         n_no_gradient = int(no_gradient.sum()) if n_attacked else 0
-        if n_no_gradient and eps > 0:
+        if n_no_gradient and settings.epsilon > 0:
             warnings.warn(
                 f"{type(self).__name__}: {n_no_gradient} of {n_attacked} attacked "
                 "samples had no attack gradient at any step (e.g. a ReLU model "
@@ -593,11 +575,11 @@ class AttributionAttack(Perturbation):
                 RuntimeWarning,
                 stacklevel=4,
             )
-        if not return_results:
+        if not settings.return_results:
             return perturbed
 
         with torch.no_grad():
-            final_label = self._forward(out, full).argmax(dim=1)
+            final_label = full.call(self.forward_func, out).argmax(dim=1)
 
         def scatter(values: Tensor, fill: Tensor) -> Tensor:
             return fill.clone().index_copy_(0, index, values)
@@ -627,7 +609,7 @@ class AttributionAttack(Perturbation):
                 torch.zeros_like(full.label),
             ),
         )
-        return perturbed, result
+        return perturbed, self._report(result, out, full)
 
     def _search(
         self,
@@ -635,11 +617,7 @@ class AttributionAttack(Perturbation):
         full: Batch,
         index: Tensor,
         best_crit: Tensor,
-        eps: float,
-        alpha: float,
-        n_steps: int,
-        n_restarts: int,
-        generator: torch.Generator | None,
+        settings: CallSettings,
     ) -> tuple[tuple[Tensor, ...], Tensor, Tensor, Tensor, int, Tensor]:
         """Restarts x steps on the attacked samples ``b``; each keeps its best.
 
@@ -657,14 +635,15 @@ class AttributionAttack(Perturbation):
         if n == 0:
             return best, best_crit, best_restart, best_step, steps_done, unmoved
         x0m = tuple(t.to(master_dtype(t.dtype)) for t in b.x0)
-        for restart in range(n_restarts):
-            x = self._start(b, x0m, full, index, eps, restart, generator)
+        n_steps = settings.n_steps
+        for restart in range(settings.restarts):
+            x = self._start(b, x0m, full, index, settings, restart)
             optimizer: dict[str, Any] = {}
             for step in range(1, n_steps + 1):
-                x = self._step(
-                    x, x0m, b, full, index, eps, alpha, step, optimizer, generator
+                x = self._step(x, x0m, b, full, index, settings, step, optimizer)
+                xi = in_input_dtype(
+                    x, b.x0, settings.epsilon, self.lower_bound, self.upper_bound
                 )
-                xi = self._in_input_dtype(x, b.x0, eps)
                 for t, t0 in zip(xi, b.x0):
                     unmoved &= (t == t0).flatten(1).all(dim=1)
                 maps, logits = self._real_map(xi, b)
@@ -707,7 +686,7 @@ class AttributionAttack(Perturbation):
         # records the logits) and a failed attribution is explained afterwards.
         if b.target is None or b.x0[0].device.type != "cpu":
             with torch.no_grad():
-                logits = _labels(self._forward(b.x0, b))
+                logits = check_logits(b.call(self.forward_func, b.x0))
             if b.target is None:
                 # Attribute the predicted class, as one does to explain a
                 # prediction.
@@ -715,11 +694,11 @@ class AttributionAttack(Perturbation):
             else:
                 check_class_range(b.target, logits.shape[1], name="target")
         try:
-            parts = self._in_row_chunks(self._attribute_original_rows, b.x0, b)
+            parts = self._in_row_chunks(self._attribute_rows, b.x0, b)
         except (RuntimeError, IndexError) as exc:
             if logits is None:
                 with torch.no_grad():
-                    width = _labels(self._forward(b.x0, b)).shape[1]
+                    width = check_logits(b.call(self.forward_func, b.x0)).shape[1]
                 try:
                     check_class_range(b.target, width, name="target")
                 except ValueError as range_error:
@@ -730,32 +709,12 @@ class AttributionAttack(Perturbation):
             logits = recorded
             if logits is None:
                 with torch.no_grad():
-                    logits = self._forward(b.x0, b)
-            logits = _labels(logits)
+                    logits = b.call(self.forward_func, b.x0)
+            logits = check_logits(logits)
             # A plain-callable attribution may ignore the target; the label check
             # still needs it to name an output.
             check_class_range(b.target, logits.shape[1], name="target")
         return attr, logits
-
-    def _attribute_original_rows(
-        self, x0: tuple[Tensor, ...], b: Batch
-    ) -> tuple[Any, Tensor | None]:
-        xg = tuple(t.detach().requires_grad_() for t in x0)
-        self._recorder.watch(xg)
-        try:
-            attr = self._criterion_attribution.attribute(
-                fmt(xg, b.is_tuple),
-                target=b.target,
-                additional_forward_args=b.additional_forward_args,
-                **b.attribution_kwargs,
-            )
-        finally:
-            recorded = self._recorder.take()
-        if isinstance(attr, tuple):
-            attr = tuple(a.detach() for a in attr)
-        else:
-            attr = attr.detach()
-        return attr, recorded
 
     def _setup_criterion(self, b: Batch, n_features: int) -> None:
         if self.criterion == "topk" and self.criterion_k > n_features:
@@ -776,18 +735,20 @@ class AttributionAttack(Perturbation):
         x0m: tuple[Tensor, ...],
         full: Batch,
         index: Tensor,
-        eps: float,
+        settings: CallSettings,
         restart: int,
-        generator: torch.Generator | None,
     ) -> tuple[Tensor, ...]:
         if restart == 0 and not self.random_start:
             return x0m
+        eps = settings.epsilon
         # Noise is drawn for the whole batch and then selected, so a sample's
         # start depends on its position in the batch, not on which others were
         # skipped.
         out = []
         for i, x0 in enumerate(x0m):
-            noise = draw("rand", full.x0[i].shape, generator=generator, like=x0)
+            noise = draw(
+                "rand", full.x0[i].shape, generator=settings.generator, like=x0
+            )
             noise = (noise.index_select(0, index) * 2 - 1) * eps
             out.append(self._project(x0 + noise, x0, b, i, eps))
         return tuple(out)
@@ -798,29 +759,6 @@ class AttributionAttack(Perturbation):
             delta = delta * b.masks[i]
         return (x0 + delta).clamp(self.lower_bound, self.upper_bound)
 
-    def _in_input_dtype(
-        self, x: tuple[Tensor, ...], x0: tuple[Tensor, ...], eps: float
-    ) -> tuple[Tensor, ...]:
-        """Iterates cast to the input's dtype, still inside the ball and bounds.
-
-        Rounding to half precision can land one spacing outside the ball or the
-        bounds; such entries move one representable value towards the input.
-        """
-        out = []
-        for t, t0 in zip(x, x0):
-            if t.dtype == t0.dtype:
-                out.append(t)
-                continue
-            cast = t.to(t0.dtype)
-            wide = cast.to(t.dtype)
-            outside = (
-                ((wide - t0.to(t.dtype)).abs() > eps)
-                | (wide < self.lower_bound)
-                | (wide > self.upper_bound)
-            )
-            out.append(torch.where(outside, torch.nextafter(cast, t0), cast))
-        return tuple(out)
-
     def _step(
         self,
         x: tuple[Tensor, ...],
@@ -828,12 +766,11 @@ class AttributionAttack(Perturbation):
         b: Batch,
         full: Batch,
         index: Tensor,
-        eps: float,
-        alpha: float,
+        settings: CallSettings,
         step: int,
         optimizer: dict[str, Any],
-        generator: torch.Generator | None,
     ) -> tuple[Tensor, ...]:
+        alpha, generator = settings.step_size, settings.generator
         if self._update_rule == "random":
             moves = []
             for i, t in enumerate(x):
@@ -848,19 +785,19 @@ class AttributionAttack(Perturbation):
             # double backward, this context reroutes them.
             with second_order_safe():
                 loss = self._loss(self._surrogate_map(xg, b), b, xg)
-                grads = self._input_gradients(loss, xg, optimizer)
+                grads = input_gradients(loss, xg, optimizer)
             grads = tuple(
                 torch.nan_to_num(g.to(t.dtype), nan=0.0) for g, t in zip(grads, x)
             )
             if self._update_rule == "sign":
                 moves = [-alpha * g.sign() for g in grads]
             else:
-                moves, optimizer["moments"] = _adam(
+                moves, optimizer["moments"] = adam_moves(
                     grads, optimizer.get("moments"), step, alpha
                 )
             moves = self._fallback_moves(moves, grads, b, full, index, alpha, generator)
         return tuple(
-            self._project(t.detach() + m, x0, b, i, eps)
+            self._project(t.detach() + m, x0, b, i, settings.epsilon)
             for i, (t, m, x0) in enumerate(zip(x, moves, x0m))
         )
 
@@ -902,120 +839,3 @@ class AttributionAttack(Perturbation):
             noise = alpha * noise.index_select(0, index).sign()
             out.append(torch.where(dead.view(-1, *([1] * (m.dim() - 1))), noise, m))
         return out
-
-    def _input_gradients(
-        self, loss: Tensor, xg: tuple[Tensor, ...], optimizer: dict[str, Any]
-    ) -> tuple[Tensor, ...]:
-        """Gradient of the per-sample ``loss`` (n,) with respect to ``xg``.
-
-        A float16 backward pass overflows above 65504 and flushes below 6e-8,
-        which zeroed every update of the manipulation attack (its weights are
-        1e11 and 1e6). There each sample's loss is scaled by its own power of two
-        before the backward pass and the gradient unscaled after it, in float32,
-        as mixed-precision training does: a sample whose gradient overflowed is
-        retried at a 256x smaller scale, one whose largest gradient fell below
-        2^-4 (towards the subnormal range, or to zero) at a 256x larger one, and
-        after each step the scale is set so that the largest scaled gradient is
-        about 2^10. Sign and Adam steps depend only on the unscaled gradient, so
-        the scale changes the attack only through float16 rounding.
-        """
-        if not any(t.dtype == torch.float16 for t in xg):
-            grads = torch.autograd.grad(loss.sum(), xg, allow_unused=True)
-            return tuple(
-                torch.zeros_like(t) if g is None else g for g, t in zip(grads, xg)
-            )
-        n = loss.shape[0]
-        scale = optimizer.get("scale")
-        if scale is None:
-            scale = torch.ones(n, dtype=torch.float32, device=loss.device)
-        loss = loss.float()
-        kept: tuple[Tensor, ...] | None = None
-        peak = scale
-        retry = torch.ones(n, dtype=torch.bool, device=loss.device)
-        for _ in range(_SCALE_TRIES):
-            raw = torch.autograd.grad(
-                (loss * scale).sum(), xg, allow_unused=True, retain_graph=True
-            )
-            raw = tuple(
-                torch.zeros_like(t) if g is None else g for g, t in zip(raw, xg)
-            )
-            grads = tuple(
-                g.float() / scale.view(-1, *([1] * (g.dim() - 1))) for g in raw
-            )
-            amax = torch.stack(
-                [g.float().abs().flatten(1).amax(dim=1) for g in raw]
-            ).amax(dim=0)
-            if kept is None:
-                kept, peak = grads, amax
-            else:
-                kept = tuple(
-                    torch.where(retry.view(-1, *([1] * (g.dim() - 1))), g, k)
-                    for g, k in zip(grads, kept)
-                )
-                peak = torch.where(retry, amax, peak)
-            overflow = ~torch.isfinite(amax)
-            vanished = (amax < _SCALE_FLOOR) & (scale < _MAX_SCALE)
-            retry = retry & (overflow | vanished)
-            scale = torch.where(
-                overflow,
-                scale / _SCALE_JUMP,
-                torch.where(vanished, scale * _SCALE_JUMP, scale),
-            ).clamp(_MIN_SCALE, _MAX_SCALE)
-            if not bool(retry.any()):
-                break
-        assert kept is not None
-        # Aim the next step's largest scaled gradient at 2^10, by a power of two
-        # (exact to unscale), at most 2^8 per step.
-        finite = torch.isfinite(peak) & (peak > 0)
-        shift = (10 - torch.log2(peak.clamp_min(1e-30))).floor().clamp(-8, 8)
-        optimizer["scale"] = torch.where(
-            finite, scale * torch.exp2(shift), scale
-        ).clamp(_MIN_SCALE, _MAX_SCALE)
-        # A sample that still overflowed makes no move this step.
-        bad = ~torch.isfinite(peak)
-        return tuple(
-            g.masked_fill(bad.view(-1, *([1] * (g.dim() - 1))), 0.0) for g in kept
-        )
-
-
-def _labels(logits: object) -> Tensor:
-    if not isinstance(logits, Tensor) or logits.dim() != 2:
-        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits)
-        raise ValueError(
-            "`forward_func` must return logits of shape (B, classes), which the "
-            f"label constraint needs; got {shape}."
-        )
-    return logits
-
-
-def _adam(
-    grads: tuple[Tensor, ...],
-    moments: list[Tensor] | None,
-    step: int,
-    lr: float,
-    beta1: float = 0.9,
-    beta2: float = 0.999,
-    eps: float = 1e-8,
-) -> tuple[list[Tensor], list[Tensor]]:
-    """One Adam step per coordinate (descending); elementwise, hence per sample."""
-    if moments is None:
-        moments = [torch.zeros_like(g) for g in grads for _ in range(2)]
-    moves = []
-    for i, g in enumerate(grads):
-        m = moments[2 * i].mul(beta1).add_(g, alpha=1 - beta1)
-        v = moments[2 * i + 1].mul(beta2).addcmul_(g, g, value=1 - beta2)
-        moments[2 * i], moments[2 * i + 1] = m, v
-        m_hat = m / (1 - beta1**step)
-        v_hat = v / (1 - beta2**step)
-        moves.append(-lr * m_hat / (v_hat.sqrt() + eps))
-    return moves, moments
-
-
-def _same_model(a: object, b: object) -> bool:
-    if a is b or a == b:
-        return True
-    ma, mb = as_module(a), as_module(b)
-    if ma is None or mb is None or ma is not mb:
-        return False
-    # A module and its own forward method are the same model.
-    return isinstance(a, torch.nn.Module) or isinstance(b, torch.nn.Module)

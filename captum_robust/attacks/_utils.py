@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from captum_robust._utils.validation import (
     as_tensor_tuple,
     check_float_tensors,
+    check_number,
     check_same_device,
 )
 from captum_robust.metrics._maps import flatten_attribution
@@ -24,6 +25,54 @@ def as_module(forward_func: object) -> nn.Module | None:
         return forward_func
     owner = getattr(forward_func, "__self__", None)
     return owner if isinstance(owner, nn.Module) else None
+
+
+def same_model(a: object, b: object) -> bool:
+    """Whether two forward functions run the same model (a module and its own
+    forward method do)."""
+    if a is b or a == b:
+        return True
+    ma, mb = as_module(a), as_module(b)
+    if ma is None or mb is None or ma is not mb:
+        return False
+    return isinstance(a, nn.Module) or isinstance(b, nn.Module)
+
+
+def check_bounds(lower: object, upper: object) -> tuple[float, float]:
+    lo = check_number(lower, "lower_bound")
+    hi = check_number(upper, "upper_bound")
+    if lo > hi:
+        raise ValueError(f"`lower_bound` ({lo}) must not exceed `upper_bound` ({hi}).")
+    return lo, hi
+
+
+def check_attribution_kwargs(kwargs: object, name: str) -> dict[str, Any]:
+    """Keyword arguments for the attribution's ``attribute``, as a new dict."""
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise TypeError(
+            f"`{name}` must be a dict of keyword arguments for the attribution's "
+            f"`attribute`, got {type(kwargs).__name__}."
+        )
+    reserved = {"inputs", "target", "additional_forward_args"} & set(kwargs)
+    if reserved:
+        raise ValueError(
+            f"`{name}` must not contain {sorted(reserved)}; pass them to perturb()."
+        )
+    if kwargs.get("return_convergence_delta"):
+        raise ValueError(f"`{name}`: return_convergence_delta=True is not supported.")
+    return dict(kwargs)
+
+
+def check_logits(logits: object) -> Tensor:
+    if not isinstance(logits, Tensor) or logits.dim() != 2:
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits)
+        raise ValueError(
+            "`forward_func` must return logits of shape (B, classes), which the "
+            f"label constraint needs; got {shape}."
+        )
+    return logits
 
 
 def fmt(tensors: tuple[Tensor, ...], is_tuple: bool) -> TensorOrTuple:
@@ -274,3 +323,26 @@ def prepare_map_like(
     if v.is_complex():
         raise TypeError(f"`{name}` must be real or bool, got {v.dtype}.")
     return v.reshape(v.shape[0], -1).to(dtype).expand(batch, n_features)
+
+
+def adam_moves(
+    grads: tuple[Tensor, ...],
+    moments: list[Tensor] | None,
+    step: int,
+    lr: float,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+) -> tuple[list[Tensor], list[Tensor]]:
+    """One Adam step per coordinate (descending); elementwise, hence per sample."""
+    if moments is None:
+        moments = [torch.zeros_like(g) for g in grads for _ in range(2)]
+    moves = []
+    for i, g in enumerate(grads):
+        m = moments[2 * i].mul(beta1).add_(g, alpha=1 - beta1)
+        v = moments[2 * i + 1].mul(beta2).addcmul_(g, g, value=1 - beta2)
+        moments[2 * i], moments[2 * i + 1] = m, v
+        m_hat = m / (1 - beta1**step)
+        v_hat = v / (1 - beta2**step)
+        moves.append(-lr * m_hat / (v_hat.sqrt() + eps))
+    return moves, moments

@@ -11,7 +11,7 @@ from scipy.stats import pearsonr
 from skimage.metrics import structural_similarity as sk_ssim
 from torch import nn
 
-import captum_robust.attacks._attacks as attacks_module
+import captum_robust.attacks._manipulation as attacks_module
 from captum_robust.attacks import ManipulationAttack
 
 

@@ -5,7 +5,7 @@ import torch
 from captum.attr import Saliency
 
 from captum_robust.attacks import ManipulationAttack, TopKAttack
-from captum_robust.attacks._base import AttributionAttack
+from captum_robust.attacks._precision import input_gradients
 
 EPS = 0.06
 
@@ -91,7 +91,7 @@ def test_float16_gradients_are_loss_scaled(weight):
     plain = torch.autograd.grad(loss.sum(), x, retain_graph=True)[0]
     assert not torch.isfinite(plain).all() or (plain == 0).any()
     optimizer: dict = {}
-    (grad,) = AttributionAttack._input_gradients(None, loss, (x,), optimizer)
+    (grad,) = input_gradients(loss, (x,), optimizer)
     assert grad.dtype == torch.float32
     torch.testing.assert_close(grad.double(), expected, rtol=2e-3, atol=0.0)
     # The next step's scale moves the largest scaled gradient towards 2^10 (by at
