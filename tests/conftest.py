@@ -1,5 +1,12 @@
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+# pytest's importlib mode puts no test folder on sys.path: this one entry lets every
+# test import the shared helpers as `helpers` (tests/helpers/).
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 def pytest_configure(config):
@@ -20,3 +27,5 @@ def pytest_collection_modifyitems(config, items):
 
 # Launched as a separate process by the distributed tests, never imported here.
 collect_ignore_glob = ["*_worker.py"]
+# Imported by the tests; nothing in it to collect, even as doctests.
+collect_ignore = ["helpers"]

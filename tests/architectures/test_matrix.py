@@ -1,8 +1,8 @@
 """The architecture matrix: every torchvision classification family x every feature.
 
 Each family is represented by its smallest member at the smallest input size it
-accepts (see ``zoo.py``). For each: differentiable attributions have a finite,
-non-zero input gradient; TopKAttack runs inside its ball with the labels kept
+accepts (see ``tests/helpers/zoo.py``). For each: differentiable attributions have a
+finite, non-zero input gradient; TopKAttack runs inside its ball with the labels kept
 and beats RandomAttack at the same budget;
 one training step of LocalGradientAlignment and IGNorm runs;
 ``replace_global_pool`` converts exactly the classifier's pool; and the user's
@@ -12,12 +12,11 @@ model is left as it was.
 from __future__ import annotations
 
 import copy
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from captum.attr import IntegratedGradients, LayerGradCam, Saliency
+from helpers import zoo
 
 from captum_robust.attacks import RandomAttack, TopKAttack
 from captum_robust.attr import differentiable, softplus_surrogate
@@ -27,9 +26,6 @@ from captum_robust.regularizers import (
     TopGAP,
     replace_global_pool,
 )
-
-sys.path.insert(0, str(Path(__file__).parent))
-import zoo
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -13,6 +13,7 @@ from captum.attr import (
     Occlusion,
     Saliency,
 )
+from helpers.attacks import FAST, every_attack
 from torch import nn
 
 from captum_robust.attacks import (
@@ -23,20 +24,6 @@ from captum_robust.attacks import (
     TopKAttack,
 )
 from captum_robust.attr import differentiable
-
-FAST = {"epsilon": 0.1, "step_size": 0.05, "n_steps": 2}
-
-
-def _attacks(model, attribution):
-    region = torch.zeros(8, 8)
-    region[:2] = 1
-    return [
-        (TopKAttack(model, attribution, k=5, **FAST), {}),
-        (MassCenterAttack(model, attribution, **FAST), {}),
-        (TargetedAttack(model, attribution, **FAST), {"target_region": region}),
-        (ManipulationAttack(model, attribution, **FAST), {"target_map": region}),
-        (RandomAttack(model, attribution, criterion_k=5, **FAST), {}),
-    ]
 
 
 def _snapshot(model):
@@ -77,7 +64,7 @@ def test_user_objects_left_as_found(tiny, tiny_x, index, input_requires_grad):
     x = tiny_x.clone().requires_grad_(input_requires_grad)
     x_before = x.detach().clone()
 
-    attack, extra = _attacks(tiny, ig)[index]
+    attack, extra = every_attack(tiny, ig)[index]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. Captum flipping requires_grad
         out, result = attack.perturb(

@@ -56,6 +56,7 @@ from captum.attr import (
     Saliency,
 )
 from captum.attr._utils.lrp_rules import EpsilonRule
+from helpers.digits import train_on_digits
 from torch import nn
 
 from captum_robust.attacks import ManipulationAttack, RandomAttack
@@ -110,9 +111,9 @@ class DigitNet(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def setting(digit_trainer):
+def setting():
     torch.manual_seed(0)
-    model, images, labels = digit_trainer(DigitNet(), epochs=3)
+    model, images, labels = train_on_digits(DigitNet(), epochs=3)
     with torch.no_grad():
         accuracy = (model(images[1500:]).argmax(1) == labels[1500:]).float().mean()
     assert accuracy > 0.8
@@ -214,13 +215,11 @@ class MaxPoolNet(nn.Module):
         return self.fc2(self.relu3(self.fc1(torch.flatten(x, 1))))
 
 
-def test_lrp_manipulation_on_max_pools_needs_batch_norms_at_epsilon_one(
-    digit_trainer,
-):
+def test_lrp_manipulation_on_max_pools_needs_batch_norms_at_epsilon_one():
     # Measured: with the batch norms at Captum's 1e-9 the attack ends 15% closer
     # to the target than random noise; with them at epsilon 1, 75% (3 seeds).
     torch.manual_seed(0)
-    model, images, labels = digit_trainer(MaxPoolNet(), epochs=4)
+    model, images, labels = train_on_digits(MaxPoolNet(), epochs=4)
     with torch.no_grad():
         correct = (model(images[1500:1600]).argmax(1) == labels[1500:1600]).nonzero()
     keep = 1500 + correct.flatten()[:4]

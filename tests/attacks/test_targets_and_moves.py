@@ -6,31 +6,15 @@ import warnings
 import pytest
 import torch
 from captum.attr import InputXGradient, IntegratedGradients, Saliency
+from helpers.attacks import FAST, every_attack
 from torch import nn
 
 from captum_robust.attacks import (
-    ManipulationAttack,
     MassCenterAttack,
     RandomAttack,
-    TargetedAttack,
     TopKAttack,
 )
 from captum_robust.metrics import center_of_mass
-
-FAST = {"epsilon": 0.1, "step_size": 0.05, "n_steps": 2}
-
-
-def _calls(model, attribution):
-    region = torch.zeros(8, 8)
-    region[:2] = 1
-    return [
-        (TopKAttack(model, attribution, k=5, **FAST), {}),
-        (MassCenterAttack(model, attribution, **FAST), {}),
-        (TargetedAttack(model, attribution, **FAST), {"target_region": region}),
-        (ManipulationAttack(model, attribution, **FAST), {"target_map": region}),
-        (RandomAttack(model, attribution, criterion_k=5, **FAST), {}),
-    ]
-
 
 BAD_TARGETS = [
     (-1, ValueError, "target.*non-negative"),
@@ -52,7 +36,7 @@ BAD_TARGETS = [
 @pytest.mark.parametrize("index", range(5))
 @pytest.mark.parametrize("method", [Saliency, IntegratedGradients])
 def test_every_attack_refuses_bad_targets(tiny, tiny_x, index, method):
-    attack, extra = _calls(tiny, method(tiny))[index]
+    attack, extra = every_attack(tiny, method(tiny))[index]
     kwargs = {"attribution_kwargs": {"n_steps": 2}} if method is not Saliency else {}
     for target, error, match in BAD_TARGETS:
         with pytest.raises(error, match=match):

@@ -12,6 +12,7 @@ from captum.attr import (
     NoiseTunnel,
     Saliency,
 )
+from helpers.models import make_net
 from torch.testing import assert_close
 
 import captum_robust.attr._gradient_shap as gs_module
@@ -116,9 +117,9 @@ def test_layer_grad_cam_upsampled_equals_captum_interpolate(net, xb):
 
 
 @pytest.mark.parametrize("nt_type", ["smoothgrad", "smoothgrad_sq", "vargrad"])
-def test_smoothgrad_equals_noise_tunnel(nt_type, net_factory):
+def test_smoothgrad_equals_noise_tunnel(nt_type):
     # float32 so that Captum's noise (float32 normal draws) and ours coincide.
-    net = net_factory(dtype=torch.float32)
+    net = make_net(dtype=torch.float32)
     x = torch.randn(3, 2, 6, 6, generator=torch.Generator().manual_seed(3))
     kwargs = dict(nt_type=nt_type, nt_samples=6, stdevs=0.3)
     torch.manual_seed(11)
@@ -131,8 +132,8 @@ def test_smoothgrad_equals_noise_tunnel(nt_type, net_factory):
     _close(wrapped.attribute(x, target=[0, 1, 2], **kwargs), theirs)
 
 
-def test_noise_tunnel_over_ig_equals_captum(net_factory):
-    net = net_factory(dtype=torch.float32)
+def test_noise_tunnel_over_ig_equals_captum():
+    net = make_net(dtype=torch.float32)
     x = torch.randn(2, 2, 6, 6, generator=torch.Generator().manual_seed(4))
     baselines = torch.rand(2, 2, 6, 6, generator=torch.Generator().manual_seed(5))
     kwargs = dict(nt_samples=4, stdevs=0.2, n_steps=5, baselines=baselines)

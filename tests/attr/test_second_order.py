@@ -8,7 +8,6 @@ first-order attribution.
 
 import pytest
 import torch
-import torchvision
 from captum.attr import (
     GradientShap,
     InputXGradient,
@@ -17,6 +16,7 @@ from captum.attr import (
     NoiseTunnel,
     Saliency,
 )
+from helpers.models import tiny_vit
 from torch import nn
 from torchvision.ops import SqueezeExcitation
 
@@ -42,18 +42,7 @@ def mobile():
 
 
 def vit():
-    torch.manual_seed(0)
-    model = torchvision.models.VisionTransformer(
-        image_size=8,
-        patch_size=4,
-        num_layers=1,
-        num_heads=2,
-        hidden_dim=8,
-        mlp_dim=16,
-        num_classes=3,
-    )
-    nn.init.normal_(model.heads.head.weight)  # zero-initialised by torchvision
-    return model.double().eval(), lambda m: m.encoder.layers[-1]
+    return tiny_vit().double().eval(), lambda m: m.encoder.layers[-1]
 
 
 def _input():

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.models import batch, tiny_mlp
 from torch import nn
 
 from captum_robust.regularizers import (
@@ -144,9 +145,9 @@ def test_local_gradient_alignment_adversarial_neighbour_raises_the_term(conv_net
     assert adversarial(conv_net, x, y) > random(conv_net, x, y)
 
 
-def test_local_gradient_alignment_gradcheck(mlp_factory, batch_factory):
-    model = mlp_factory()
-    x, y = batch_factory((2, 2, 2, 2))
+def test_local_gradient_alignment_gradcheck():
+    model = tiny_mlp()
+    x, y = batch((2, 2, 2, 2))
     reg = LocalGradientAlignment(0.1, l2_weight=0.5, detach_source=False)
 
     def term(m):
@@ -175,9 +176,9 @@ def test_hessian_norm_formula(conv_net, xy):
     torch.testing.assert_close(term, 0.5 * torch.stack(rows).mean())
 
 
-def test_hessian_norm_gradcheck(mlp_factory, batch_factory):
-    model = mlp_factory()
-    x, y = batch_factory((2, 2, 2, 2))
+def test_hessian_norm_gradcheck():
+    model = tiny_mlp()
+    x, y = batch((2, 2, 2, 2))
     reg = HessianNorm(1.0, n_samples=2)
 
     def term(m):
@@ -255,9 +256,9 @@ def test_ig_norm_loss_is_clean_loss_plus_term(conv_net, xy):
 
 
 @pytest.mark.parametrize("cls", [IGNorm, IGSumNorm])
-def test_ig_gradcheck(cls, mlp_factory, batch_factory):
-    model = mlp_factory()
-    x, y = batch_factory((2, 2, 2, 2))
+def test_ig_gradcheck(cls):
+    model = tiny_mlp()
+    x, y = batch((2, 2, 2, 2))
     # One pass: the parameters here are functional_call tensors, not the model's
     # own, which passes refuse; test_paths_and_second_order.py checks passes.
     reg = cls(
@@ -330,9 +331,9 @@ def test_enhanced_regularizer_components(conv_net, xy):
     torch.testing.assert_close(loss, F.cross_entropy(conv_net(adv), y) + term)
 
 
-def test_enhanced_regularizer_gradcheck(mlp_factory, batch_factory):
-    model = mlp_factory()
-    x, y = batch_factory((2, 2, 2, 2))
+def test_enhanced_regularizer_gradcheck():
+    model = tiny_mlp()
+    x, y = batch((2, 2, 2, 2))
     reg = EnhancedAttributionRegularizer(
         0.1, n_steps=2, approx_factor=2, attack_steps=0, internal_batch_size=4
     )  # one pass, as in test_ig_gradcheck
@@ -375,9 +376,9 @@ def test_masked_gradient_penalty_formula(conv_net, xy, log_prob):
     )
 
 
-def test_masked_gradient_penalty_gradcheck(mlp_factory, batch_factory):
-    model = mlp_factory()
-    x, y = batch_factory((2, 2, 2, 2))
+def test_masked_gradient_penalty_gradcheck():
+    model = tiny_mlp()
+    x, y = batch((2, 2, 2, 2))
     mask = torch.tensor([[[1, 0], [0, 1]], [[0, 0], [1, 1]]])
     reg = MaskedGradientPenalty(2.0)
     param_gradcheck(model, lambda m: reg.loss(m, x, y, mask))

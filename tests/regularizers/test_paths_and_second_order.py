@@ -5,8 +5,8 @@ attention (MobileNetV3, ViT), and the shared target and flag checks."""
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.models import small_vit
 from torch import nn
-from torchvision.models import VisionTransformer
 
 from captum_robust.regularizers import (
     EnhancedAttributionRegularizer,
@@ -159,16 +159,6 @@ class HardNet(nn.Module):
         return self.fc((h * self.gate(h)).flatten(1))
 
 
-def tiny_vit():
-    torch.manual_seed(0)
-    vit = VisionTransformer(
-        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32,
-        mlp_dim=64, num_classes=3,
-    )  # fmt: skip
-    nn.init.normal_(vit.heads.head.weight, std=0.1)  # torchvision zero-initialises
-    return vit
-
-
 SECOND_ORDER = {
     "lga": lambda: LocalGradientAlignment(0.05, seed=0),
     "lga_attached": lambda: LocalGradientAlignment(
@@ -219,7 +209,7 @@ def test_hardswish_and_hardsigmoid_models_train(name):
 
 @pytest.mark.parametrize("name", ["lga", "hessian", "ig_sum_norm", "consistency"])
 def test_vision_transformer_trains(name):
-    model = tiny_vit()
+    model = small_vit()
     x, y = torch.rand(2, 3, 32, 32), torch.tensor([0, 2])
     step(name, SECOND_ORDER[name](), model, x, y)
 

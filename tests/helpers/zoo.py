@@ -18,6 +18,7 @@ import torchvision.models as tvm
 from torch import Tensor, nn
 
 from captum_robust.datasets._silhouette import _load_texture
+from helpers.models import small_vit
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "camera")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -47,21 +48,6 @@ class Family:
     cam_layer: str
     # Path of the pool that feeds the classifier, or None where there is none.
     classifier_pool: str | None
-
-
-def _vit() -> nn.Module:
-    net = tvm.VisionTransformer(
-        image_size=32,
-        patch_size=8,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=32,
-        mlp_dim=64,
-        num_classes=NUM_CLASSES,
-    )
-    # torchvision zero-initialises the head: every gradient map would be zero.
-    nn.init.normal_(net.heads.head.weight, std=0.1)
-    return net
 
 
 FAMILIES = (
@@ -152,7 +138,13 @@ FAMILIES = (
     ),
     # The last block's patch outputs never reach the class token; its attention input
     # does (as pytorch-grad-cam explains ViTs through the last block's first norm).
-    Family("vit", _vit, 32, "encoder.layers.encoder_layer_1.ln_1", None),
+    Family(
+        "vit",
+        lambda: small_vit(NUM_CLASSES),
+        32,
+        "encoder.layers.encoder_layer_1.ln_1",
+        None,
+    ),
     Family(
         "swin", lambda: tvm.swin_t(num_classes=NUM_CLASSES), 32, "features.5", "avgpool"
     ),

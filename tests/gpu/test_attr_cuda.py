@@ -1,17 +1,19 @@
-"""Device placement on CUDA (skipped where no CUDA device is present)."""
+"""The differentiable attributions stay on CUDA; skipped without a CUDA device."""
 
 import pytest
 import torch
 from captum.attr import GradientShap, IntegratedGradients, LayerGradCam, Saliency
+from helpers.models import make_net, tiny_vit
+from torch import nn
 
 from captum_robust.attr import SmoothGrad, differentiable, softplus_surrogate
 
 pytestmark = pytest.mark.gpu
 
 
-def test_methods_stay_on_cuda(net_factory):
+def test_methods_stay_on_cuda():
     device = torch.device("cuda")
-    model = softplus_surrogate(net_factory(torch.nn.ReLU)).to(device)
+    model = softplus_surrogate(make_net(nn.ReLU)).to(device)
     x = torch.randn(4, 2, 6, 6, device=device, dtype=torch.float64, requires_grad=True)
     results = [
         SmoothGrad(model, seed=0).attribute(x, target=1, nt_samples=3, stdevs=0.1),
@@ -39,22 +41,8 @@ def test_methods_stay_on_cuda(net_factory):
 
 
 def test_second_order_and_token_maps_on_cuda():
-    import torchvision
-    from torch import nn
-
     device = torch.device("cuda")
-    torch.manual_seed(0)
-    vit = torchvision.models.VisionTransformer(
-        image_size=8,
-        patch_size=4,
-        num_layers=1,
-        num_heads=2,
-        hidden_dim=8,
-        mlp_dim=16,
-        num_classes=3,
-    )
-    nn.init.normal_(vit.heads.head.weight)
-    vit = vit.to(device).eval()
+    vit = tiny_vit().to(device).eval()
     x = torch.randn(2, 3, 8, 8, device=device, requires_grad=True)
     sal = differentiable(Saliency(vit)).attribute(x, target=1, abs=False)
     cam = differentiable(

@@ -1,8 +1,9 @@
-"""The attacks run on CUDA with the same code (skipped without a GPU)."""
+"""The attacks run on CUDA with the same code; skipped without one."""
 
 import pytest
 import torch
 from captum.attr import IntegratedGradients, Saliency
+from helpers.models import tiny_bn_inputs, tiny_bn_net
 
 from captum_robust.attacks import ManipulationAttack, RandomAttack, TopKAttack
 
@@ -10,7 +11,8 @@ pytestmark = pytest.mark.gpu
 
 
 @pytest.mark.parametrize("method", [Saliency, IntegratedGradients])
-def test_attacks_on_cuda_match_cpu(tiny, tiny_x, method):
+def test_attacks_on_cuda_match_cpu(method):
+    tiny, tiny_x = tiny_bn_net(), tiny_bn_inputs()
     budget = {"epsilon": 0.1, "step_size": 0.02, "n_steps": 4}
     kwargs = {"n_steps": 4} if method is IntegratedGradients else {}
     cpu_out, cpu_result = TopKAttack(
@@ -32,8 +34,8 @@ def test_attacks_on_cuda_match_cpu(tiny, tiny_x, method):
     assert torch.equal(result.original_label.cpu(), cpu_result.original_label)
 
 
-def test_cpu_generator_drives_cuda_attack(tiny, tiny_x):
-    model, x = tiny.cuda(), tiny_x.cuda()
+def test_cpu_generator_drives_cuda_attack():
+    model, x = tiny_bn_net().cuda(), tiny_bn_inputs().cuda()
     attack = RandomAttack(model, Saliency(model), criterion_k=5, n_steps=3)
     a = attack.perturb(x, generator=torch.Generator().manual_seed(0))
     b = attack.perturb(x, generator=torch.Generator().manual_seed(0))

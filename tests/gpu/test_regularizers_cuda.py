@@ -1,4 +1,4 @@
-"""Device placement on CUDA (skipped where no CUDA device is present)."""
+"""The regularizers stay on CUDA; skipped without a CUDA device."""
 
 import pytest
 import torch

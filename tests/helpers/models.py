@@ -1,0 +1,140 @@
+"""Small seeded models: each builder seeds torch itself, so a test gets the same
+weights wherever it builds one."""
+
+import torch
+from torch import nn
+from torchvision.models import VisionTransformer
+
+
+class TinyNet(nn.Module):
+    """conv -> act -> conv -> act -> linear on (B, 2, 6, 6) inputs, 3 classes.
+
+    Small enough for float64 gradcheck; the attr tests expect its class name in
+    some error messages.
+    """
+
+    def __init__(self, act: type[nn.Module] = nn.Softplus) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 3, 3, padding=1)
+        self.act1 = act()
+        self.conv2 = nn.Conv2d(3, 4, 3)
+        self.act2 = act()
+        self.fc = nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act2(self.conv2(self.act1(self.conv1(x))))
+        return self.fc(h.flatten(1))
+
+
+def make_net(act: type[nn.Module] = nn.Softplus, dtype=torch.float64) -> TinyNet:
+    """A :class:`TinyNet` in eval mode."""
+    torch.manual_seed(0)
+    return TinyNet(act).to(dtype).eval()
+
+
+class TinyBNNet(nn.Module):
+    """conv -> BatchNorm -> ReLU -> linear on (B, 1, 8, 8) inputs, 3 classes.
+
+    Untrained, for fast contract tests of the attacks; the batch norm is there so
+    that buffers left as found are checked too.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(4 * 8 * 8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.act(self.bn(self.conv(x))).flatten(1))
+
+
+def tiny_bn_net() -> TinyBNNet:
+    """A :class:`TinyBNNet` in eval mode."""
+    torch.manual_seed(0)
+    return TinyBNNet().eval()
+
+
+def tiny_bn_inputs() -> torch.Tensor:
+    """Four (1, 8, 8) inputs for :class:`TinyBNNet`, uniform in [0, 1)."""
+    return torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+
+
+def digit_cnn() -> nn.Module:
+    """1x16x16 -> 10 classes, for the scikit-learn digits (untrained, not seeded).
+
+    BatchNorm so that buffer preservation is tested.
+    """
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 4 * 4, 10),
+    )
+
+
+class TinyConv(nn.Module):
+    """conv -> act -> linear on (B, 2, 4, 4) inputs, 3 classes."""
+
+    def __init__(self, act: type[nn.Module] = nn.Softplus) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.act = act()
+        self.fc = nn.Linear(3 * 4 * 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.act(self.conv(x)).flatten(1))
+
+
+def tiny_conv(dtype=torch.float64, act: type[nn.Module] = nn.Softplus) -> nn.Module:
+    """A :class:`TinyConv` (in training mode, as built)."""
+    torch.manual_seed(0)
+    return TinyConv(act).to(dtype)
+
+
+def tiny_mlp(dtype=torch.float64, act: type[nn.Module] = nn.Softplus) -> nn.Module:
+    """Flatten -> Linear(8, 5) -> act -> Linear(5, 3): few parameters, for gradcheck."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(8, 5), act(), nn.Linear(5, 3)).to(
+        dtype
+    )
+
+
+def batch(shape=(3, 2, 4, 4), dtype=torch.float64, seed=1):
+    """Inputs uniform in [0, 1) of ``shape`` and labels in {0, 1, 2}."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(shape, generator=g, dtype=dtype)
+    y = torch.randint(0, 3, (shape[0],), generator=g)
+    return x, y
+
+
+def tiny_vit() -> VisionTransformer:
+    """8x8 inputs, patches of 4, one layer of width 8, 3 classes (float32)."""
+    return _vit(8, patch_size=4, num_layers=1, width=8, num_classes=3, head_std=1.0)
+
+
+def small_vit(num_classes: int = 3) -> VisionTransformer:
+    """32x32 inputs, patches of 8, two layers of width 32 (float32)."""
+    return _vit(32, patch_size=8, num_layers=2, width=32, num_classes=num_classes)
+
+
+def _vit(image_size, *, patch_size, num_layers, width, num_classes, head_std=0.1):
+    torch.manual_seed(0)
+    vit = VisionTransformer(
+        image_size=image_size,
+        patch_size=patch_size,
+        num_layers=num_layers,
+        num_heads=2,
+        hidden_dim=width,
+        mlp_dim=2 * width,
+        num_classes=num_classes,
+    )
+    # torchvision zero-initialises the head, which would make every gradient zero.
+    nn.init.normal_(vit.heads.head.weight, std=head_std)
+    return vit
