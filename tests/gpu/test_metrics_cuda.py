@@ -53,6 +53,14 @@ def test_mask_metrics_match_cpu(fn, maps):
     torch.testing.assert_close(fn(a.cuda(), mask.cuda()).cpu(), fn(a, mask))
 
 
+def test_device_mismatch():
+    a, mask = torch.rand(2, 3, 4, 4), torch.ones(2, 4, 4, dtype=torch.bool)
+    with pytest.raises(ValueError, match="attr_b.*device"):
+        kendall_tau(a, a.cuda())
+    with pytest.raises(ValueError, match="mask"):
+        silhouette_overlap(a, mask.cuda())
+
+
 def test_streaming_metric_on_cuda(maps):
     a, b, _ = maps
     metric = KendallTau().cuda()
