@@ -1,4 +1,4 @@
-"""Timing helpers shared by the benchmark scripts."""
+"""Timing and memory measurements shared by the benchmark scripts."""
 
 from __future__ import annotations
 
@@ -50,3 +50,13 @@ def report(name: str, ours: float, reference: float, target: str) -> None:
         f"{name:<48} ours {ours * 1e3:9.1f} ms   reference {reference * 1e3:9.1f} ms"
         f"   speed-up {reference / ours:6.1f}x   (target {target})"
     )
+
+
+def resident_kib(field: str) -> int:
+    """A memory figure of this process from /proc/self/status (Linux), in KiB:
+    ``"VmRSS"`` (resident now) or ``"VmHWM"`` (peak resident)."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not found in /proc/self/status")

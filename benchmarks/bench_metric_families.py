@@ -11,26 +11,13 @@ import warnings
 
 import numpy as np
 import torch
+from _models import small_cnn
 from _timing import best_time, interleaved_best_times, report
 from captum.attr import Saliency
 from captum.metrics import sensitivity_max
 from skimage.metrics import structural_similarity as skimage_ssim
 
 from captum_robust.metrics import max_sensitivity, structural_similarity
-
-
-def small_cnn() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 16, 3, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(16, 32, 3, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.AdaptiveAvgPool2d(4),
-        torch.nn.Flatten(),
-        torch.nn.Linear(32 * 16, 10),
-    ).eval()
 
 
 def bench_max_sensitivity(images: int, perturbations: int, repeats: int) -> None:

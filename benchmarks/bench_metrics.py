@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import scipy.stats
 import torch
-from _timing import best_time, report
+from _timing import best_time, report, resident_kib
 
 from captum_robust.metrics import (
     center_of_mass_shift,
@@ -59,17 +59,9 @@ def peak_memory_child(side: int, batch: int, device: str) -> None:
         # Writing 5 to clear_refs resets the peak resident size (VmHWM) on Linux.
         with open("/proc/self/clear_refs", "w") as handle:
             handle.write("5")
-        base = _resident_kib("VmHWM")
+        base = resident_kib("VmHWM")
         kendall_tau(a, b)
-        print((_resident_kib("VmHWM") - base) * 1024)
-
-
-def _resident_kib(field: str) -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not found in /proc/self/status")
+        print((resident_kib("VmHWM") - base) * 1024)
 
 
 def bench_map_preparation(device: str) -> None:
