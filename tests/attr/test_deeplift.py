@@ -3,6 +3,7 @@
 import pytest
 import torch
 from captum.attr import DeepLift, DeepLiftShap, LayerDeepLift, NoiseTunnel
+from helpers.models import bn_cnn
 from torch import nn
 
 from captum_robust.attr import differentiable, softplus_surrogate
@@ -18,22 +19,7 @@ def _gen(seed):
 
 def _cnn():
     # No nonlinear module feeds another directly (see test_adjacent_modules).
-    torch.manual_seed(0)
-    m = nn.Sequential(
-        nn.Conv2d(2, 3, 3, padding=1),
-        nn.BatchNorm2d(3),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(3, 3, 3, padding=1),
-        nn.MaxPool2d(2),
-        nn.Conv2d(3, 4, 3),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(4, 3),
-    )
-    with torch.no_grad():
-        m[1].running_mean.normal_()
-        m[1].running_var.uniform_(0.5, 2.0)
-    return m.to(F64).eval()
+    return bn_cnn(conv_before_pool=True)
 
 
 def _pool_net():

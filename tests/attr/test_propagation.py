@@ -3,6 +3,7 @@
 import pytest
 import torch
 from captum.attr import Deconvolution, GuidedBackprop
+from helpers.models import bn_cnn
 from torch import nn
 
 from captum_robust.attr import differentiable, softplus_surrogate
@@ -10,27 +11,9 @@ from captum_robust.attr import differentiable, softplus_surrogate
 pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks")
 
 
-def _net():
-    torch.manual_seed(0)
-    m = nn.Sequential(
-        nn.Conv2d(2, 3, 3, padding=1),
-        nn.BatchNorm2d(3),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
-        nn.Conv2d(3, 4, 3),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(4, 3),
-    )
-    with torch.no_grad():
-        m[1].running_mean.normal_()
-        m[1].running_var.uniform_(0.5, 2.0)
-    return m.double().eval()
-
-
 @pytest.mark.parametrize("cls", [GuidedBackprop, Deconvolution])
 def test_equal_captum_and_twice_differentiable(cls):
-    m = _net()
+    m = bn_cnn()
     x = torch.randn(
         4, 2, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
     )
@@ -48,7 +31,7 @@ def test_equal_captum_and_twice_differentiable(cls):
 
 
 def test_guided_input_gradient_nonzero_and_subclass_refused():
-    m = _net()
+    m = bn_cnn()
     smooth = differentiable(GuidedBackprop(m)).with_forward_func(softplus_surrogate(m))
     x = torch.randn(2, 2, 6, 6, dtype=torch.float64, requires_grad=True)
     (g,) = torch.autograd.grad(smooth.attribute(x, target=0).pow(2).sum(), x)
@@ -65,7 +48,7 @@ def test_guided_input_gradient_nonzero_and_subclass_refused():
 def test_guided_grad_cam_equal_captum_and_differentiable(mode):
     from captum.attr import GuidedGradCam
 
-    m = _net()
+    m = bn_cnn()
     x = torch.randn(
         3, 2, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3)
     )
@@ -147,7 +130,7 @@ def test_curvature_is_told_from_the_first_pass_graph():
     assert not has_curvature(2 * z, [z])
 
 
-@pytest.mark.parametrize("make", [_net, lambda: _Gated().double().eval()])
+@pytest.mark.parametrize("make", [bn_cnn, lambda: _Gated().double().eval()])
 def test_parameter_gradient_matches_finite_difference(make):
     # Regularizers differentiate the map in the weights: with or without the
     # plain pass's graph inside the rule pass, that derivative must be exact.
@@ -155,7 +138,7 @@ def test_parameter_gradient_matches_finite_difference(make):
     m = softplus_surrogate(make(), beta=3.0)
     gb = differentiable(GuidedBackprop(m))
     g = torch.Generator().manual_seed(4)
-    shape = (2, 2, 6, 6) if make is _net else (2, 2, 5, 5)
+    shape = (2, 2, 6, 6) if make is bn_cnn else (2, 2, 5, 5)
     x = torch.randn(shape, dtype=torch.float64, generator=g)
     weight = next(p for p in m.parameters() if p.dim() == 4)
     direction = torch.randn(weight.shape, dtype=torch.float64, generator=g)

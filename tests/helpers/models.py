@@ -79,6 +79,24 @@ def digit_cnn() -> nn.Module:
     )
 
 
+def bn_cnn(*, conv_before_pool: bool = False) -> nn.Sequential:
+    """(B, 2, 6, 6) -> 3 classes, float64, eval mode: conv, batch norm (with
+    non-trivial running statistics), in-place ReLU, max pool, conv, ReLU, linear.
+
+    ``conv_before_pool`` puts a 3 -> 3 conv between the first ReLU and the pool.
+    """
+    torch.manual_seed(0)
+    layers = [nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(inplace=True)]
+    if conv_before_pool:
+        layers.append(nn.Conv2d(3, 3, 3, padding=1))
+    layers += [nn.MaxPool2d(2), nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten()]
+    m = nn.Sequential(*layers, nn.Linear(4, 3))
+    with torch.no_grad():
+        m[1].running_mean.normal_()
+        m[1].running_var.uniform_(0.5, 2.0)
+    return m.double().eval()
+
+
 class TinyConv(nn.Module):
     """conv -> act -> linear on (B, 2, 4, 4) inputs, 3 classes."""
 
