@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import Saliency
+from helpers.models import conv_net
 from scipy.stats import pearsonr
 from skimage.metrics import structural_similarity as sk_ssim
 from torch import nn
@@ -16,13 +17,7 @@ from captum_robust.attacks import ManipulationAttack
 
 
 def tiny_cnn() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(4 * 8 * 8, 3),
-    ).eval()
+    return conv_net(1, 4, 8, 3, act=nn.ReLU).eval()
 
 
 def frame_target() -> torch.Tensor:

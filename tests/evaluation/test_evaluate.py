@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 from captum.attr import Saliency
-from torch import nn
+from helpers.models import conv_net
 
 from captum_robust.evaluation import RecordLog, evaluate_robustness, summarize
 from captum_robust.metrics import kendall_tau, topk_intersection
@@ -14,10 +14,7 @@ class Interrupted(Exception):
 
 
 def make_model():
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.Softplus(), nn.Flatten(), nn.Linear(256, 3)
-    )
+    return conv_net(3, 4, 8, 3)
 
 
 def make_loader(with_masks=True):

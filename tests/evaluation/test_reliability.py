@@ -9,7 +9,7 @@ import pytest
 import scipy.stats
 import torch
 from captum.attr import IntegratedGradients, Saliency
-from torch import nn
+from helpers.models import conv_net
 
 from captum_robust.attacks import RandomAttack, TopKAttack
 from captum_robust.evaluation import (
@@ -25,14 +25,7 @@ class Interrupted(Exception):
 
 
 def make_model(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1),
-        nn.BatchNorm2d(4),
-        nn.Softplus(),
-        nn.Flatten(),
-        nn.Linear(64, 3),
-    ).eval()
+    return conv_net(3, 4, 4, 3, batch_norm=True, seed=seed).eval()
 
 
 def make_loader(batches=3):

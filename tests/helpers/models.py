@@ -79,6 +79,27 @@ def digit_cnn() -> nn.Module:
     )
 
 
+def conv_net(
+    in_channels: int,
+    width: int,
+    side: int,
+    classes: int,
+    *,
+    act: type[nn.Module] = nn.Softplus,
+    batch_norm: bool = False,
+    seed: int = 0,
+) -> nn.Sequential:
+    """conv 3x3 (same size) [-> batch norm] -> act -> flatten -> linear, on
+    (B, in_channels, side, side) inputs; seeded, float32, in training mode as built.
+    """
+    torch.manual_seed(seed)
+    layers = [nn.Conv2d(in_channels, width, 3, padding=1)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(width))
+    layers += [act(), nn.Flatten(), nn.Linear(width * side * side, classes)]
+    return nn.Sequential(*layers)
+
+
 def bn_cnn(*, conv_before_pool: bool = False) -> nn.Sequential:
     """(B, 2, 6, 6) -> 3 classes, float64, eval mode: conv, batch norm (with
     non-trivial running statistics), in-place ReLU, max pool, conv, ReLU, linear.

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from helpers.models import conv_net
 
 from captum_robust.metrics import (
     deletion_area,
@@ -11,14 +12,7 @@ from captum_robust.metrics import (
 
 
 def model_and_data(seed=0):
-    torch.manual_seed(seed)
-    model = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3, padding=1),
-        torch.nn.BatchNorm2d(4),
-        torch.nn.ReLU(),
-        torch.nn.Flatten(),
-        torch.nn.Linear(4 * 25, 5),
-    )
+    model = conv_net(3, 4, 5, 5, act=torch.nn.ReLU, batch_norm=True, seed=seed)
     inputs = torch.rand(3, 3, 5, 5)
     # Few distinct values: ties must be broken by pixel order.
     attributions = torch.randint(-2, 3, (3, 3, 5, 5)).float()

@@ -7,6 +7,7 @@ import quantus
 import torch
 from captum.attr import Saliency
 from captum.metrics import sensitivity_max
+from helpers.models import conv_net
 
 from captum_robust.metrics import (
     avg_sensitivity,
@@ -24,14 +25,7 @@ ROUNDS = 3
 
 
 def small_model(dtype=torch.float32):
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 4, 3, padding=1),
-        torch.nn.Softplus(),
-        torch.nn.Flatten(),
-        torch.nn.Linear(4 * 36, 3),
-    )
-    return model.to(dtype).eval()
+    return conv_net(1, 4, 6, 3).to(dtype).eval()
 
 
 def fixed_noise(scale=0.02, batch=4, dtype=torch.float32):

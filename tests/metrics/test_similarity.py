@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
+from helpers.models import conv_net
 from skimage.metrics import structural_similarity as skimage_ssim
 
 from captum_robust.metrics import (
@@ -260,13 +261,7 @@ def test_similarities_by_name_in_evaluate_robustness():
     from captum_robust.evaluation import METRICS, evaluate_robustness
 
     assert {"pearson", "cosine", "mse", "ssim"} <= set(METRICS)
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 2, 3, padding=1),
-        torch.nn.Softplus(),
-        torch.nn.Flatten(),
-        torch.nn.Linear(2 * 64, 2),
-    )
+    model = conv_net(1, 2, 8, 2)
     x = torch.rand(3, 1, 8, 8)
     y = model(x).argmax(1)
     shift = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
