@@ -20,6 +20,10 @@ from captum_robust.attr._smooth_activations import (
     SmoothHardtanh,
 )
 from captum_robust.attr._smoothgrad import SmoothGrad
+from captum_robust.attr._sparsified_smoothgrad import (
+    SparsifiedSmoothGrad,
+    relaxed_top_indicator,
+)
 from captum_robust.attr._surrogate import softplus_activations, softplus_surrogate
 from captum_robust.attr._surrogate_report import (
     FunctionalReLUWarning,
@@ -38,9 +42,11 @@ __all__ = [
     "SmoothHardsigmoid",
     "SmoothHardswish",
     "SmoothHardtanh",
+    "SparsifiedSmoothGrad",
     "SurrogateReport",
     "differentiable",
     "is_differentiable",
+    "relaxed_top_indicator",
     "softplus_activations",
     "softplus_surrogate",
     "surrogate_report",

@@ -34,6 +34,11 @@ while a NaN sample is left out of the streaming means and counted in their
 """
 
 from captum_robust.metrics._center import center_of_mass, center_of_mass_shift
+from captum_robust.metrics._certified import (
+    CertifiedTopK,
+    certified_topk_overlap,
+    topk_overlap_certificate,
+)
 from captum_robust.metrics._correlation import kendall_tau, spearman_correlation
 from captum_robust.metrics._faithfulness import (
     deletion_area,
@@ -80,6 +85,7 @@ from captum_robust.metrics._streaming import (
     SpearmanCorrelation,
     TopKIntersection,
 )
+from captum_robust.metrics._streaming_certified import CertifiedTopKOverlap
 from captum_robust.metrics._streaming_similarity import (
     AvgSensitivity,
     CosineSimilarity,
@@ -98,6 +104,10 @@ from captum_robust.metrics._streaming_similarity import (
 from captum_robust.metrics._topk import topk_intersection
 
 __all__ = [
+    "CertifiedTopK",
+    "CertifiedTopKOverlap",
+    "certified_topk_overlap",
+    "topk_overlap_certificate",
     "StructuralSimilarity",
     "RelativeRepresentationStability",
     "RelativeOutputStability",

@@ -32,11 +32,6 @@ from captum_robust.metrics._perturbation import (
     flat_map,
     reduce_rounds,
 )
-
-# Re-exported: the certified top-k metric imports them from here.
-from captum_robust.metrics._perturbation import _check_kwargs as _check_kwargs
-from captum_robust.metrics._perturbation import _check_target as _check_target
-from captum_robust.metrics._perturbation import _explain_callable as _explain_callable
 from captum_robust.metrics._similarity import (
     cosine_flat,
     mse_flat,
