@@ -149,6 +149,9 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
         key: value
         for key, value in sorted(vars(args).items())
         if key not in _NOT_FINGERPRINTED
+        # Without --certify its settings change no record, and runs from before
+        # the certificate existed still resume.
+        and not (key.startswith("certify") and getattr(args, "certify", None) is None)
     }
 
 
@@ -225,6 +228,8 @@ def _evaluate_on_this_rank(args: argparse.Namespace) -> int:
                 description=f"{kind} attack",
                 target=args.target,
                 run_settings={**settings, "attack_row": kind},
+                # Of the clean inputs: the same for every attack row.
+                certify=_certify_options(args) if kind == args.attack else None,
             )
         paths = [figure] if reuse_figure else list(result.figure_paths)
         rows.append(
@@ -239,6 +244,19 @@ def _evaluate_on_this_rank(args: argparse.Namespace) -> int:
     print(f"report: {html_path} and {json_path}")
     _check_evaluated(args, evaluated)
     return 0
+
+
+def _certify_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    if args.certify is None:
+        return None
+    return {
+        "radius": args.certify,
+        "sigma": args.certify_sigma,
+        "n_samples": args.certify_samples,
+        "sparsity": args.certify_sparsity,
+        "alpha": args.certify_alpha,
+        "seed": args.seed,
+    }
 
 
 @contextmanager

@@ -13,7 +13,11 @@ from captum_robust.cli._commands import (
 )
 from captum_robust.cli._data import DATASETS
 from captum_robust.cli._models import IMAGENET_MEAN, IMAGENET_STD
-from captum_robust.metrics._registry import DEFAULT_METRIC_NAMES, METRIC_NAMES
+from captum_robust.metrics._registry import (
+    CRITERION_NAMES,
+    DEFAULT_METRIC_NAMES,
+    METRIC_NAMES,
+)
 
 EPILOG = """\
 examples:
@@ -87,6 +91,13 @@ def _pixel_amount(text: str) -> float:
         ) from None
     if not (value >= 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be >= 0 and finite, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be > 0 and finite, got {text}")
     return value
 
 
@@ -334,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     attack.add_argument(
         "--criterion",
-        choices=("topk", "kendall", "spearman", "center_shift"),
+        choices=CRITERION_NAMES,
         help="how the attack picks its best iterate (default: topk; center_shift "
         "for mass-center)",
     )
@@ -376,5 +387,44 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=_non_negative_int, default=0, help="seed of every random step"
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    certificate = evaluate.add_argument_group(
+        "certificate",
+        "the certified top-k overlap of the sparsified SmoothGrad map at each clean "
+        "input (Levine et al. 2019), recorded as 'certified' beside the attack's "
+        "scores: a guarantee, with probability 1 - alpha over the noise, for every "
+        "input within the L2 radius",
+    )
+    certificate.add_argument(
+        "--certify",
+        type=_positive_float,
+        metavar="RADIUS",
+        help="certify the top-k set for every input within this L2 radius (in "
+        "pixel units, before --normalize; default: no certificate)",
+    )
+    certificate.add_argument(
+        "--certify-sigma",
+        type=_positive_float,
+        default=0.25,
+        help="noise standard deviation of the smoothing",
+    )
+    certificate.add_argument(
+        "--certify-samples",
+        type=_positive_int,
+        default=256,
+        help="noisy copies per image (attribution calls)",
+    )
+    certificate.add_argument(
+        "--certify-sparsity",
+        type=_positive_float,
+        default=0.1,
+        help="share of pixels kept by the sparsified map",
+    )
+    certificate.add_argument(
+        "--certify-alpha",
+        type=_positive_float,
+        default=0.05,
+        help="probability that the certificate is wrong",
+    )
     evaluate.set_defaults(handler=evaluate_command)
     return parser

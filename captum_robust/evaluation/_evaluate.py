@@ -42,7 +42,7 @@ from captum_robust.evaluation._records import (
     write_settings,
 )
 from captum_robust.evaluation._summary import METRIC_NAMES, summarize
-from captum_robust.metrics._registry import score_maps
+from captum_robust.metrics._registry import ScoreInputs, score_batch
 
 
 @dataclass
@@ -127,6 +127,7 @@ def evaluate_robustness(
     progress: bool = True,
     description: str = "evaluating",
     on_batch: Callable[[list[Record]], None] | None = None,
+    certify: Mapping[str, Any] | None = None,
 ) -> EvaluationResult:
     """Attack every batch of a loader and score how much the attributions move.
 
@@ -155,8 +156,9 @@ def evaluate_robustness(
         :class:`captum_robust.attacks.TopKAttack`.
     metrics : sequence of str
         Any of "topk", "kendall", "spearman", "center_shift", "silhouette"
-        (the default) and the map similarities "pearson", "cosine", "mse" and
-        "ssim" (see :mod:`captum_robust.metrics`).
+        (the default), the map similarities "pearson", "cosine", "mse" and
+        "ssim" (see :mod:`captum_robust.metrics`), and "certified" (with
+        ``certify``).
     k : int, default 100
         k of the top-k intersection.
     attribution_kwargs : dict, optional
@@ -195,6 +197,15 @@ def evaluate_robustness(
         Label of the progress bar.
     on_batch : callable, optional
         Called with each batch's new records after they are written.
+    certify : dict, optional
+        Keyword arguments of
+        :func:`~captum_robust.metrics.certified_topk_overlap` (``radius`` and
+        ``sigma`` at least; not ``k``, which is the evaluation's, nor
+        ``generator``: every batch draws from ``seed``): records "certified",
+        the certified top-k overlap of the sparsified SmoothGrad map of
+        ``attribution`` at the clean input, a guarantee beside what the attack
+        found (it costs ``n_samples`` attribution calls per sample). The
+        settings are part of the records' settings.
 
     Returns
     -------
@@ -266,8 +277,14 @@ def evaluate_robustness(
         progress=progress,
         description=description,
         on_batch=on_batch,
+        certify=certify,
     )
     run_settings = dict(run_settings or {})
+    options = {}
+    if certify is not None:
+        options["certified"] = dict(certify)
+        if "certified" not in metrics:
+            metrics = [*metrics, "certified"]
     if device is None:
         parameter = next(model.parameters(), None)
         device = parameter.device if parameter is not None else torch.device("cpu")
@@ -295,6 +312,7 @@ def evaluate_robustness(
         target,
         _data_settings(original_loader, checked_first, world),
         run_settings,
+        options,
     )
     log = _open_records(records_path, resume, rank, world, shard, settings)
     figure_batch: dict[str, list[Tensor]] = {}
@@ -317,6 +335,7 @@ def evaluate_robustness(
             indices,
             figure_batch,
             figures,
+            options,
         )
 
     first_batch = None
@@ -394,10 +413,14 @@ def _settings(
     target: str,
     data: dict[str, Any],
     run_settings: dict[str, Any],
+    options: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """Everything that determines the records, as comparable JSON."""
     kind = type(model)
     cache: dict[int, str] = {}
+    # Only a run with options records them, so settings written before there
+    # were any still match.
+    extra = {"options": describe(options, model, cache)} if options else {}
     return {
         "model": {
             "class": f"{kind.__module__}.{kind.__qualname__}",
@@ -412,6 +435,7 @@ def _settings(
         "target": target,
         "data": data,
         "run_settings": run_settings,
+        **extra,
     }
 
 
@@ -506,6 +530,7 @@ def _evaluate_batch(
     indices: list[int],
     figure_batch: dict[str, list[Tensor]],
     num_figures: int,
+    options: dict[str, dict[str, Any]],
 ) -> list[Record]:
     with torch.no_grad():
         logits = model(images)
@@ -523,7 +548,18 @@ def _evaluate_batch(
         prediction_after = model(perturbed).argmax(dim=1)
     before = _attribute(attribution, images, classes, **attribution_kwargs)
     after = _attribute(attribution, perturbed, classes, **attribution_kwargs)
-    scores = score_maps(metrics, before, after, masks, k)
+    batch = ScoreInputs(
+        before,
+        after,
+        masks,
+        k,
+        inputs=images,
+        targets=classes,
+        attribution=attribution,
+        attribution_kwargs=attribution_kwargs,
+        options=options,
+    )
+    scores = score_batch(metrics, batch)
     linf = (perturbed - images).flatten(1).abs().amax(dim=1)
 
     columns = {

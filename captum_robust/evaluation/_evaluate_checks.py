@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from captum_robust._utils.validation import (
 from captum_robust.evaluation._fingerprint import check_json
 from captum_robust.evaluation._records import Record, check_records_path
 from captum_robust.evaluation._summary import METRICS
+from captum_robust.metrics import certified_topk_overlap
 
 TARGETS = ("label", "predicted")
 
@@ -40,6 +42,7 @@ def check_evaluate_arguments(
     progress: bool,
     description: str,
     on_batch: Callable[[list[Record]], None] | None,
+    certify: Mapping[str, Any] | None = None,
 ) -> None:
     """Raise the error that names the first bad argument of evaluate_robustness."""
     if not isinstance(model, nn.Module):
@@ -86,6 +89,44 @@ def check_evaluate_arguments(
         )
     check_json(dict(run_settings or {}), "run_settings")
     check_records_path(records_path)
+    _check_certify(certify, metrics)
+
+
+# Keywords of certified_topk_overlap that the evaluation sets itself.
+_CERTIFY_SET_HERE = ("k", "explanation_kwargs", "return_details", "generator")
+
+
+def _check_certify(certify: object, metrics: Sequence[str]) -> None:
+    if certify is None:
+        if "certified" in metrics:
+            raise ValueError(
+                '`certify` must give the options of the "certified" metric (at '
+                "least radius and sigma), got None."
+            )
+        return
+    if not isinstance(certify, Mapping):
+        raise TypeError(
+            "`certify` must be a dict of certified_topk_overlap keywords or None, "
+            f"got {type(certify).__name__}."
+        )
+    allowed = [
+        name
+        for name, parameter in inspect.signature(
+            certified_topk_overlap
+        ).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+        and name not in _CERTIFY_SET_HERE
+    ]
+    for key in certify:
+        if key not in allowed:
+            raise ValueError(
+                f"`certify` takes the keywords {allowed} of certified_topk_overlap, "
+                f"got {key!r}."
+            )
+    missing = [key for key in ("radius", "sigma") if key not in certify]
+    if missing:
+        raise ValueError(f"`certify` must give {missing}.")
+    check_json(dict(certify), "certify")
 
 
 def _split_batch(batch: Any) -> tuple[Any, Any, Any]:

@@ -11,12 +11,14 @@ for a new metric, writing its function).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from torch import Tensor
 
 from captum_robust.metrics._center import center_of_mass_shift
+from captum_robust.metrics._certified import certified_topk_overlap
 from captum_robust.metrics._correlation import (
     kendall_tau,
     kendall_tau_flat,
@@ -43,23 +45,51 @@ class Column:
 
 
 @dataclass(frozen=True)
+class ScoreInputs:
+    """What a batch of the evaluation gives its metrics.
+
+    The maps of the attribution at the inputs (``before``) and at the attacked
+    inputs (``after``), the loader's masks (or None), the evaluation's ``k``;
+    for metrics that explain the inputs themselves, the inputs, the explained
+    classes, the attribution with its keyword arguments, and the options of
+    such metrics by name (``options["certified"]``: keywords of
+    ``certified_topk_overlap``).
+    """
+
+    before: Tensor
+    after: Tensor
+    masks: Tensor | None
+    k: int
+    inputs: Tensor | None = None
+    targets: Tensor | None = None
+    attribution: Any = None
+    attribution_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RegisteredMetric:
     """A metric the pipeline knows by name.
 
-    ``score(before, after, masks, k)`` returns one (B,) tensor per column, keyed
-    by the column's field. ``robust_when_higher`` is the direction a robust
-    explanation takes (top-k intersection: higher; centre shift: lower).
+    ``score(batch)`` (a :class:`ScoreInputs`) returns one (B,) tensor per
+    column, keyed by the column's field. ``robust_when_higher`` is the
+    direction a robust explanation takes (top-k intersection: higher; centre
+    shift: lower).
     ``attack_goal`` is, for a metric an attack can use as its criterion, the
     value at which the explanation has moved as far as it can (None: no such
     bound, or not a criterion); ``flat_score(map0, maps, k)`` is the criterion
-    on the flattened normalised maps of an attack's inner loop.
+    on the flattened normalised maps of an attack's inner loop. ``verdict`` names
+    the metric in the report's verdict sentences (None: the report draws no
+    verdict from it). ``needs_options``: the metric cannot run without its
+    options (``ScoreInputs.options[name]``).
     """
 
     name: str
-    score: Callable[[Tensor, Tensor, Tensor | None, int], dict[str, Tensor]]
+    score: Callable[[ScoreInputs], dict[str, Tensor]]
     columns: tuple[Column, ...]
     robust_when_higher: bool
     needs_mask: bool = False
+    needs_options: bool = False
     default: bool = False
     criterion: bool = False
     attack_goal: float | None = None
@@ -68,23 +98,37 @@ class RegisteredMetric:
 
 
 def _pair(fn: Callable[[Tensor, Tensor], Tensor], name: str) -> Callable[..., dict]:
-    def score(before: Tensor, after: Tensor, masks: Tensor | None, k: int) -> dict:
-        return {name: fn(before, after)}
+    def score(batch: ScoreInputs) -> dict:
+        return {name: fn(batch.before, batch.after)}
 
     return score
 
 
-def _topk(before: Tensor, after: Tensor, masks: Tensor | None, k: int) -> dict:
-    return {"topk": topk_intersection(before, after, k)}
+def _topk(batch: ScoreInputs) -> dict:
+    return {"topk": topk_intersection(batch.before, batch.after, batch.k)}
 
 
-def _silhouette(before: Tensor, after: Tensor, masks: Tensor | None, k: int) -> dict:
-    if masks is None:  # the loader gave no masks: nothing to score
+def _silhouette(batch: ScoreInputs) -> dict:
+    if batch.masks is None:  # the loader gave no masks: nothing to score
         return {}
     return {
-        "silhouette_before": silhouette_overlap(before, masks),
-        "silhouette_after": silhouette_overlap(after, masks),
+        "silhouette_before": silhouette_overlap(batch.before, batch.masks),
+        "silhouette_after": silhouette_overlap(batch.after, batch.masks),
     }
+
+
+def _certified(batch: ScoreInputs) -> dict:
+    # The certificate is of the clean input's smoothed sparsified map; the
+    # attack plays no part in it.
+    overlap = certified_topk_overlap(
+        batch.attribution,
+        batch.inputs,
+        batch.targets,
+        k=batch.k,
+        explanation_kwargs=dict(batch.attribution_kwargs),
+        **batch.options["certified"],
+    )
+    return {"certified": overlap}
 
 
 def _column(name: str, label: str, number_format: str = "{:.3f}") -> tuple:
@@ -174,6 +218,14 @@ METRICS: dict[str, RegisteredMetric] = {
             needs_mask=True,
             default=True,
         ),
+        RegisteredMetric(
+            "certified",
+            _certified,
+            _column("certified", "cert. top-k"),
+            robust_when_higher=True,
+            needs_options=True,
+            verdict="certified top-k overlap",
+        ),
     )
 }
 
@@ -189,6 +241,7 @@ TABLE_ORDER = (
     "ssim",
     "center_shift",
     "silhouette",
+    "certified",
 )
 
 # Scores are computed, and records filled, in the order of METRICS.
@@ -199,18 +252,12 @@ METRIC_NAMES = DEFAULT_METRIC_NAMES + tuple(
 CRITERION_NAMES = tuple(name for name, m in METRICS.items() if m.criterion)
 
 
-def score_maps(
-    metrics: Sequence[str],
-    before: Tensor,
-    after: Tensor,
-    masks: Tensor | None,
-    k: int,
-) -> dict[str, Tensor]:
-    """Every column of ``metrics`` between two batches of maps."""
+def score_batch(metrics: Sequence[str], batch: ScoreInputs) -> dict[str, Tensor]:
+    """Every column of ``metrics`` for one batch of the evaluation."""
     scores: dict[str, Tensor] = {}
     for name in METRICS:
         if name in metrics:
-            scores.update(METRICS[name].score(before, after, masks, k))
+            scores.update(METRICS[name].score(batch))
     return scores
 
 
