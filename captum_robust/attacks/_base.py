@@ -484,16 +484,8 @@ class AttributionAttack(Perturbation):
             generator=generator,
             return_results=return_results,
         )
-        full = Batch(
-            x0=x0,
-            is_tuple=is_tuple,
-            masks=masks,
-            target=classes,
-            additional_forward_args=additional_forward_args,
-            attribution_kwargs=kwargs,
-            label=torch.zeros(batch, dtype=torch.long, device=device),
-            map0=torch.empty(0),
-            shape=None,
+        full = Batch.of_call(
+            x0, is_tuple, masks, classes, additional_forward_args, kwargs
         )
 
         surrogate_module = None if self.surrogate is None else as_module(self.surrogate)
@@ -549,15 +541,12 @@ class AttributionAttack(Perturbation):
             for t, bt in zip(x0, best)
         )
         perturbed = fmt(out, full.is_tuple)
-        n_unmoved = int(unmoved.sum()) if n_attacked else 0
-        if n_unmoved and settings.epsilon > 0:
-            warnings.warn(
-                f"{type(self).__name__}: {n_unmoved} of {n_attacked} attacked "
-                "samples never left the input (every update was zero or clipped: "
-                "the mask leaves no pixel free, or the bounds hold every step "
-                "back); AttackResult.unmoved marks them.",
-                RuntimeWarning,
-                stacklevel=4,
+        if settings.epsilon > 0:
+            self._warn_of(
+                unmoved,
+                "never left the input (every update was zero or clipped: the "
+                "mask leaves no pixel free, or the bounds hold every step back); "
+                "AttackResult.unmoved marks them.",
             )
         live = b.state.get("live_gradient")
         no_gradient = (
@@ -565,15 +554,12 @@ class AttributionAttack(Perturbation):
             if live is not None and n_attacked
             else torch.zeros(n_attacked, dtype=torch.bool, device=device)
         )
-        n_no_gradient = int(no_gradient.sum()) if n_attacked else 0
-        if n_no_gradient and settings.epsilon > 0:
-            warnings.warn(
-                f"{type(self).__name__}: {n_no_gradient} of {n_attacked} attacked "
-                "samples had no attack gradient at any step (e.g. a ReLU model "
-                "with surrogate_beta=None); they moved by random sign steps only, "
-                "as RandomAttack would. AttackResult.no_gradient marks them.",
-                RuntimeWarning,
-                stacklevel=4,
+        if settings.epsilon > 0:
+            self._warn_of(
+                no_gradient,
+                "had no attack gradient at any step (e.g. a ReLU model with "
+                "surrogate_beta=None); they moved by random sign steps only, as "
+                "RandomAttack would. AttackResult.no_gradient marks them.",
             )
         if not settings.return_results:
             return perturbed
@@ -610,6 +596,18 @@ class AttributionAttack(Perturbation):
             ),
         )
         return perturbed, self._report(result, out, full)
+
+    def _warn_of(self, marked: Tensor, what: str) -> None:
+        """A RuntimeWarning counting the attacked samples ``marked`` (n,), if any,
+        raised at the caller of ``perturb``."""
+        n_marked = int(marked.sum()) if marked.numel() else 0
+        if n_marked:
+            warnings.warn(
+                f"{type(self).__name__}: {n_marked} of {marked.numel()} attacked "
+                f"samples {what}",
+                RuntimeWarning,
+                stacklevel=5,
+            )
 
     def _search(
         self,

@@ -43,6 +43,31 @@ class Batch:
     shape: tuple[int, int] | None
     state: dict[str, Tensor] = field(default_factory=dict)
 
+    @classmethod
+    def of_call(
+        cls,
+        x0: tuple[Tensor, ...],
+        is_tuple: bool,
+        masks: tuple[Tensor, ...] | None,
+        target: Tensor | None,
+        additional_forward_args: Any,
+        attribution_kwargs: dict[str, Any],
+    ) -> Batch:
+        """The samples of a call, before the original attribution: ``label``,
+        ``map0`` and ``shape`` are placeholders until the loop sets them."""
+        label = torch.zeros(int(x0[0].shape[0]), dtype=torch.long, device=x0[0].device)
+        return cls(
+            x0=x0,
+            is_tuple=is_tuple,
+            masks=masks,
+            target=target,
+            additional_forward_args=additional_forward_args,
+            attribution_kwargs=attribution_kwargs,
+            label=label,
+            map0=torch.empty(0),
+            shape=None,
+        )
+
     @property
     def size(self) -> int:
         return int(self.x0[0].shape[0])
