@@ -31,7 +31,8 @@ def check_radius(value: object, name: str) -> Radius:
     return value
 
 
-def check_bounds(value: object) -> Bounds | None:
+def check_bounds_pair(value: object) -> Bounds | None:
+    """``bounds``: None, or a pair (low, high) of numbers or floating Tensors."""
     if value is None:
         return None
     if not isinstance(value, (tuple, list)) or len(value) != 2:
@@ -55,6 +56,11 @@ def check_bounds(value: object) -> Bounds | None:
         low.detach() if isinstance(low, Tensor) else float(low),
         high.detach() if isinstance(high, Tensor) else float(high),
     )
+
+
+# The name the attacks package still imports; it goes once that package uses
+# check_bounds_pair (attacks._utils has a check_bounds of its own contract).
+check_bounds = check_bounds_pair
 
 
 def as_like(value: Radius, like: Tensor) -> float | Tensor:
@@ -117,6 +123,7 @@ __all__ = [
     "Radius",
     "as_like",
     "check_bounds",
+    "check_bounds_pair",
     "check_radius",
     "pgd_ascent",
     "project",

@@ -1,12 +1,15 @@
 """Argument checks shared by every public call.
 
 Each check raises a ``TypeError`` or ``ValueError`` whose message starts with the
-argument's name, so that a user sees at once which argument is wrong.
+argument's name, so that a user sees at once which argument is wrong. The checks
+that more than one subpackage needs live here, once; a subpackage keeps only
+the checks of its own contracts (a model, a mask, a loss function).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -78,10 +81,48 @@ def check_same_device(**named: Tensor | Sequence[Tensor]) -> torch.device:
     return device
 
 
+def check_bool(value: object, name: str) -> bool:
+    """A flag must be a bool: ``abs="no"`` is a mistake, not True."""
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a bool, got {type(value).__name__}.")
+    return value
+
+
+def check_str(value: object, name: str, *, optional: bool = False) -> str | None:
+    """A str, or also None when ``optional``."""
+    if optional and value is None:
+        return None
+    if not isinstance(value, str):
+        expected = "a str or None" if optional else "a str"
+        raise TypeError(f"`{name}` must be {expected}, got {type(value).__name__}.")
+    return value
+
+
+def check_path(value: object, name: str) -> str | Path:
+    """A file or folder given as a str or a Path, returned as given."""
+    if not isinstance(value, (str, Path)):
+        raise TypeError(
+            f"`{name}` must be a str or a Path, got {type(value).__name__}."
+        )
+    return value
+
+
 def check_choice(value: object, choices: Sequence[object], name: str) -> None:
+    """Any value that compares equal to one of ``choices``."""
     if value not in choices:
         allowed = ", ".join(repr(c) for c in choices)
         raise ValueError(f"`{name}` must be one of {allowed}; got {value!r}.")
+
+
+def check_str_choice(value: object, choices: Sequence[str], name: str) -> str:
+    """A str that is one of ``choices``; anything else is a TypeError first."""
+    if not isinstance(value, str):
+        allowed = ", ".join(repr(c) for c in choices)
+        raise TypeError(
+            f"`{name}` must be a str (one of {allowed}), got {type(value).__name__}."
+        )
+    check_choice(value, choices, name)
+    return value
 
 
 def check_positive_int(value: object, name: str, *, minimum: int = 1) -> int:
@@ -113,3 +154,46 @@ def check_number(
     if maximum is not None and value > maximum:
         raise ValueError(f"`{name}` must be <= {maximum}, got {value}.")
     return value
+
+
+def check_confidence(value: object, name: str = "confidence") -> float:
+    """A level strictly inside (0, 1), as a float."""
+    level = check_number(value, name, minimum=0.0, maximum=1.0)
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"`{name}` must be in (0, 1), got {value}.")
+    return level
+
+
+def check_seed(seed: object, *, non_negative: bool = False) -> int | None:
+    """An int seed or None; ``non_negative`` also refuses seeds below 0."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"`seed` must be an int or None, got {type(seed).__name__}.")
+    if non_negative and seed < 0:
+        raise ValueError(f"`seed` must be >= 0, got {seed}.")
+    return seed
+
+
+def check_generator(generator: object) -> torch.Generator | None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            "`generator` must be a torch.Generator or None, got "
+            f"{type(generator).__name__}."
+        )
+    return generator
+
+
+def resolve_generator(
+    generator: object, seed: int | None, device: torch.device
+) -> torch.Generator | None:
+    """The generator a random draw uses: given one, else a fresh seeded one, else None.
+
+    ``None`` means torch's global generator for ``device``. ``seed`` is used as
+    given: check it first (:func:`check_seed`) where its contract needs it.
+    """
+    if generator is not None:
+        return check_generator(generator)
+    if seed is None:
+        return None
+    return torch.Generator(device=device).manual_seed(seed)

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from captum_robust._utils.second_order import second_order_safe
 from captum_robust._utils.targets import check_class_indices
-from captum_robust._utils.validation import as_tensor_tuple, check_number
+from captum_robust._utils.validation import as_tensor_tuple, check_bool, check_number
 
 __all__ = ["DifferentiableAttribution"]
 
@@ -129,8 +129,9 @@ def check_module(forward_func: object, why: str = "") -> None:
         )
 
 
-def check_inputs(inputs: object, name: str = "inputs") -> tuple[Tensor, ...]:
-    """``inputs`` as a tuple of tensors with one non-empty batch dimension."""
+def check_input_tuple(inputs: object, name: str = "inputs") -> tuple[Tensor, ...]:
+    """``inputs`` (a Tensor or a tuple of Tensors, as Captum takes them) as a
+    tuple of tensors with one non-empty batch dimension."""
     xs = as_tensor_tuple(inputs, name)
     for i, x in enumerate(xs):
         label = name if len(xs) == 1 else f"{name}[{i}]"
@@ -205,17 +206,11 @@ def check_target_range(outputs: Tensor, target: object) -> None:
         raise ValueError(f"`target` must hold non-negative class indices, got {top}.")
 
 
-def check_bool(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"`{name}` must be a bool, got {type(value).__name__}.")
-    return value
-
-
 def check_call(inputs: object, target: object, **flags: object) -> tuple[Tensor, ...]:
     """The checks an ``attribute`` call starts with, in this order: ``inputs``
     (returned as a tuple of tensors), ``target`` against them, then each keyword
     argument, a flag that must be a bool."""
-    xs = check_inputs(inputs)
+    xs = check_input_tuple(inputs)
     check_target(target, xs)
     for name, flag in flags.items():
         check_bool(flag, name)
@@ -284,33 +279,6 @@ def tracked_inputs(inputs: TensorOrTuple) -> TensorOrTuple:
     if isinstance(inputs, tuple):
         return tuple(track(t) for t in inputs)  # type: ignore[return-value]
     return track(inputs)  # type: ignore[return-value]
-
-
-def check_seed(seed: object) -> int | None:
-    if seed is None:
-        return None
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"`seed` must be an int or None, got {type(seed).__name__}.")
-    return seed
-
-
-def resolve_generator(
-    generator: object, seed: int | None, device: torch.device
-) -> torch.Generator | None:
-    """The generator a random draw uses: given one, else a fresh seeded one, else None.
-
-    ``None`` means torch's global generator for ``device``.
-    """
-    if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(
-                "`generator` must be a torch.Generator or None, got "
-                f"{type(generator).__name__}."
-            )
-        return generator
-    if seed is None:
-        return None
-    return torch.Generator(device=device).manual_seed(seed)
 
 
 def _draw(

@@ -33,11 +33,10 @@ from captum.attr import DeepLift
 from captum.attr._utils.common import _call_custom_attribution_func
 from torch import Tensor, nn
 
-from captum_robust._utils.validation import check_number
+from captum_robust._utils.validation import check_bool, check_number
 from captum_robust.attr._base import (
     DifferentiableAttribution,
     TensorOrTuple,
-    check_bool,
     check_call,
     check_module,
     check_outputs,

@@ -32,11 +32,11 @@ from captum.attr import (
 from captum.attr._core.guided_backprop_deconvnet import ModifiedReluGradientAttribution
 from torch import Tensor, nn
 
+from captum_robust._utils.validation import check_bool, check_seed
 from captum_robust.attr._base import (
     DifferentiableAttribution,
     TensorOrTuple,
     check_forward_func,
-    check_seed,
     second_order,
 )
 from captum_robust.attr._deeplift import from_captum as _deeplift
@@ -379,11 +379,7 @@ def differentiable(
     if reason is not None:
         raise TypeError(f"`attribution`: {reason}. Supported: {_SUPPORTED}.")
     seed = check_seed(seed)
-    if not isinstance(upsample_to_input, bool):
-        raise TypeError(
-            "`upsample_to_input` must be a bool, got "
-            f"{type(upsample_to_input).__name__}."
-        )
+    check_bool(upsample_to_input, "upsample_to_input")
     options = {
         "upsample_to_input": upsample_to_input,
         "interpolate_mode": interpolate_mode is not None,

@@ -14,12 +14,11 @@ from captum._utils.gradient import compute_layer_gradients_and_eval
 from captum.attr import LayerGradCam
 from torch import Tensor, nn
 
-from captum_robust._utils.validation import check_choice
+from captum_robust._utils.validation import check_bool, check_choice
 from captum_robust.attr._base import (
     DifferentiableAttribution,
     TensorOrTuple,
     as_module,
-    check_bool,
     check_call,
     check_forward_func,
     check_target_range,

@@ -10,12 +10,15 @@ from typing import Any
 import torch
 from captum.attr import Attribution
 
-from captum_robust._utils.validation import as_tensor_tuple, check_positive_int
+from captum_robust._utils.validation import (
+    as_tensor_tuple,
+    check_bool,
+    check_positive_int,
+)
 from captum_robust.attr._base import (
     DifferentiableAttribution,
     TensorOrTuple,
-    check_bool,
-    check_inputs,
+    check_input_tuple,
     check_target,
     concat_rows,
     create_graph_gradients,
@@ -62,7 +65,7 @@ class CaptumGradientAttribution(DifferentiableAttribution):
         it (integer class indices, one per sample, below the model's class count),
         as are ``n_steps`` (a positive int) and the bool flags.
         """
-        xs = check_inputs(inputs)
+        xs = check_input_tuple(inputs)
         try:
             bound = inspect.signature(self._captum.attribute).bind(
                 inputs, *args, **kwargs

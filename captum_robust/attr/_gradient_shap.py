@@ -24,19 +24,19 @@ from torch import Tensor
 
 from captum_robust._utils.validation import (
     check_positive_int,
+    check_seed,
+    resolve_generator,
 )
 from captum_robust.attr._base import (
     DifferentiableAttribution,
     TensorOrTuple,
     check_call,
     check_forward_func,
-    check_seed,
     check_stdevs,
     create_graph_gradients,
     rand,
     randint,
     randn,
-    resolve_generator,
     second_order,
 )
 

@@ -9,6 +9,7 @@ from captum._utils.common import _format_output
 from captum.attr import GuidedGradCam, LayerAttribution, LayerGradCam
 from torch import nn
 
+from captum_robust._utils.validation import check_str
 from captum_robust.attr._base import (
     DifferentiableAttribution,
     TensorOrTuple,
@@ -98,11 +99,7 @@ attribute_to_layer_input
         xs = check_call(
             inputs, target, attribute_to_layer_input=attribute_to_layer_input
         )
-        if not isinstance(interpolate_mode, str):
-            raise TypeError(
-                "`interpolate_mode` must be a str, got "
-                f"{type(interpolate_mode).__name__}."
-            )
+        check_str(interpolate_mode, "interpolate_mode")
         cam = self._cam.attribute(
             inputs,
             target,

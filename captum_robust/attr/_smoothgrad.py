@@ -15,21 +15,21 @@ from torch import Tensor
 
 from captum_robust._utils.validation import (
     as_tensor_tuple,
+    check_bool,
     check_choice,
     check_positive_int,
+    check_seed,
+    resolve_generator,
 )
 from captum_robust.attr._base import (
     DifferentiableAttribution,
     TensorOrTuple,
-    check_bool,
     check_call,
     check_forward_func,
-    check_seed,
     check_stdevs,
     create_graph_gradients,
     randint,
     randn,
-    resolve_generator,
     second_order,
     tracked_inputs,
 )

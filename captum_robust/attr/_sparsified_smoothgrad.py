@@ -14,15 +14,18 @@ import torch
 from captum.attr import Attribution, Saliency
 from torch import Tensor, nn
 
-from captum_robust._utils.validation import check_number, check_positive_int
+from captum_robust._utils.validation import (
+    check_bool,
+    check_number,
+    check_positive_int,
+    check_seed,
+    resolve_generator,
+)
 from captum_robust.attr._base import (
     DifferentiableAttribution,
     TensorOrTuple,
-    check_bool,
-    check_inputs,
-    check_seed,
+    check_input_tuple,
     check_target,
-    resolve_generator,
 )
 from captum_robust.attr._differentiable import differentiable
 from captum_robust.metrics._certified import check_sparsity, sparsified_samples
@@ -232,7 +235,7 @@ class SparsifiedSmoothGrad(DifferentiableAttribution):
             in [0, 1], each draw's top set summing to ``s``; a tuple for tuple
             attributions.
         """
-        xs = check_inputs(inputs)
+        xs = check_input_tuple(inputs)
         check_target(target, xs)
         sigma = check_number(sigma, "sigma", minimum=0.0)
         n = check_positive_int(n_samples, "n_samples")

@@ -38,8 +38,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from captum_robust._utils.validation import check_number
-from captum_robust.attr._base import check_bool
+from captum_robust._utils.validation import check_bool, check_number
 from captum_robust.attr._functional_smoothing import RELU_FAMILY, FunctionalMode
 from captum_robust.attr._smooth_activations import (
     LeakySoftplus,
