@@ -8,10 +8,10 @@ from torch import Tensor, nn
 from captum_robust._utils.second_order import second_order_safe
 from captum_robust.regularizers._checks import (
     LossFn,
-    check_inputs,
+    check_input_batch,
     check_loss_fn,
     check_model,
-    check_target,
+    check_target_indices,
 )
 from captum_robust.regularizers._gradients import input_gradient, run_checked
 from captum_robust.regularizers._state import SmoothMixin, frozen_running_stats
@@ -65,8 +65,8 @@ class Regularizer:
         model: object, inputs: object, target: object
     ) -> tuple[nn.Module, Tensor, Tensor]:
         model = check_model(model)
-        x = check_inputs(inputs)
-        return model, x, check_target(target, x)
+        x = check_input_batch(inputs)
+        return model, x, check_target_indices(target, x)
 
     # Gradients are needed even when the caller is inside torch.no_grad().
     @torch.enable_grad()

@@ -48,7 +48,8 @@ def _check_no_synchronised_batch_norm(model: nn.Module) -> None:
             )
 
 
-def check_inputs(inputs: object, name: str = "inputs") -> Tensor:
+def check_input_batch(inputs: object, name: str = "inputs") -> Tensor:
+    """``inputs`` as one finite floating (B, ...) Tensor, detached."""
     if not isinstance(inputs, Tensor):
         raise TypeError(
             f"`{name}` must be a single Tensor of shape (B, ...), got "
@@ -67,12 +68,12 @@ def check_inputs(inputs: object, name: str = "inputs") -> Tensor:
     return inputs.detach()
 
 
-def check_target(target: object, inputs: Tensor) -> Tensor:
+def check_target_indices(target: object, inputs: Tensor) -> Tensor:
     """``target`` as a LongTensor (B,) on the inputs' device (the shared check)."""
     return check_class_indices(target, inputs.shape[0], inputs.device, name="target")
 
 
-def check_logits(logits: object, target: Tensor) -> Tensor:
+def check_class_scores(logits: object, target: Tensor) -> Tensor:
     """The model must return (B, num_classes) scores; `target` must index them."""
     if not isinstance(logits, Tensor):
         raise TypeError(
@@ -107,12 +108,6 @@ def check_loss_fn(loss_fn: object) -> LossFn:
 
 def check_weight(value: object, name: str) -> float:
     return check_number(value, name, minimum=0.0)
-
-
-def check_bool(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"`{name}` must be a bool, got {type(value).__name__}.")
-    return value
 
 
 def check_softplus_beta(value: object) -> float | None:

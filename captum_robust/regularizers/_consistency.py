@@ -13,12 +13,13 @@ from captum_robust._utils.ball import (
     Bounds,
     Radius,
     as_like,
-    check_bounds,
+    check_bounds_pair,
     check_radius,
     project,
 )
 from captum_robust._utils.second_order import second_order_safe
 from captum_robust._utils.validation import (
+    check_bool,
     check_choice,
     check_number,
     check_positive_int,
@@ -26,7 +27,7 @@ from captum_robust._utils.validation import (
 from captum_robust.attr import differentiable
 from captum_robust.metrics._maps import flatten_attribution
 from captum_robust.regularizers._base import Regularizer
-from captum_robust.regularizers._checks import check_bool, check_logits, check_mask
+from captum_robust.regularizers._checks import check_class_scores, check_mask
 from captum_robust.regularizers._gradients import (
     input_gradient,
     per_sample_ce,
@@ -184,7 +185,7 @@ class ExplanationConsistencyWeights(Regularizer, SeededMixin, SmoothMixin):
         self.attack_steps = check_positive_int(attack_steps, "attack_steps", minimum=0)
         self.attack_step_size = check_radius(attack_step_size, "attack_step_size")
         self.random_start = check_bool(random_start, "random_start")
-        self.bounds = check_bounds(bounds)
+        self.bounds = check_bounds_pair(bounds)
         self.normalize = check_bool(normalize, "normalize")
         self._init_smooth(softplus_beta)
         self._init_random(seed, generator)
@@ -266,7 +267,7 @@ class ExplanationConsistencyWeights(Regularizer, SeededMixin, SmoothMixin):
             weights = self._weights(model, attribution, x, t, background)
         if loss_fn is None:
             return weights, None
-        per_sample = loss_fn(check_logits(model(x), t), t)
+        per_sample = loss_fn(check_class_scores(model(x), t), t)
         if not isinstance(per_sample, Tensor) or tuple(per_sample.shape) != (
             x.shape[0],
         ):
@@ -312,7 +313,7 @@ class ExplanationConsistencyWeights(Regularizer, SeededMixin, SmoothMixin):
             with torch.no_grad():
                 logits = model(x.detach())
             if check:
-                check_logits(logits, t)
+                check_class_scores(logits, t)
             heat = attr.attribute(x, target=t)
             if not isinstance(heat, Tensor):
                 raise TypeError(

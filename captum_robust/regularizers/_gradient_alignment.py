@@ -10,18 +10,14 @@ from captum_robust._utils.ball import (
     Bounds,
     Radius,
     as_like,
-    check_bounds,
+    check_bounds_pair,
     check_radius,
     pgd_ascent,
     project,
 )
-from captum_robust._utils.validation import check_choice, check_positive_int
+from captum_robust._utils.validation import check_bool, check_choice, check_positive_int
 from captum_robust.regularizers._base import GradientRegularizer, Regularizer
-from captum_robust.regularizers._checks import (
-    LossFn,
-    check_bool,
-    check_weight,
-)
+from captum_robust.regularizers._checks import LossFn, check_weight
 from captum_robust.regularizers._gradients import (
     flat_sq_norm,
     input_gradient,
@@ -152,7 +148,7 @@ class LocalGradientAlignment(GradientRegularizer, SeededMixin):
             if attack_step_size is None
             else check_radius(attack_step_size, "attack_step_size")
         )
-        self.bounds = check_bounds(bounds)
+        self.bounds = check_bounds_pair(bounds)
         self._init_smooth(softplus_beta)
         self._init_random(seed, generator)
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captum_robust.regularizers._checks import check_logits
+from captum_robust.regularizers._checks import check_class_scores
 
 
 def target_logit(logits: Tensor, target: Tensor) -> Tensor:
@@ -55,7 +55,7 @@ def input_gradient(
     leaf = x if x.requires_grad else x.detach().requires_grad_(True)
     logits = model(leaf)
     if check:
-        check_logits(logits, target)
+        check_class_scores(logits, target)
     (grad,) = torch.autograd.grad(
         scalar_fn(logits, target).sum(),
         leaf,
@@ -66,4 +66,4 @@ def input_gradient(
 
 
 def run_checked(model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
-    return check_logits(model(x), target)
+    return check_class_scores(model(x), target)

@@ -12,16 +12,17 @@ from contextlib import ExitStack, contextmanager
 
 from torch import Tensor, nn
 
-from captum_robust._utils.ball import as_like, check_bounds, check_radius, pgd_ascent
+from captum_robust._utils.ball import (
+    as_like,
+    check_bounds_pair,
+    check_radius,
+    pgd_ascent,
+)
 from captum_robust._utils.second_order import second_order_safe
-from captum_robust._utils.validation import check_positive_int
+from captum_robust._utils.validation import check_bool, check_positive_int
 from captum_robust.attr import softplus_activations
 from captum_robust.regularizers._base import Regularizer
-from captum_robust.regularizers._checks import (
-    LossFn,
-    check_bool,
-    check_internal_batch_size,
-)
+from captum_robust.regularizers._checks import LossFn, check_internal_batch_size
 from captum_robust.regularizers._gradients import (
     flat_l1_norm,
     per_sample_ce,
@@ -72,7 +73,7 @@ class AdversarialIG(Regularizer, SeededMixin, SmoothMixin):
         self.attack_steps = check_positive_int(attack_steps, "attack_steps", minimum=0)
         self.attack_step_size = check_radius(attack_step_size, "attack_step_size")
         self.random_start = check_bool(random_start, "random_start")
-        self.bounds = check_bounds(bounds)
+        self.bounds = check_bounds_pair(bounds)
         self._init_smooth(softplus_beta)
         self._init_random(seed, generator)
         self.internal_batch_size = check_internal_batch_size(internal_batch_size)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_robust._utils.memory import HostMemoryGuard
-from captum_robust.regularizers._checks import check_logits
+from captum_robust.regularizers._checks import check_class_scores
 
 PathFn = Callable[[Tensor, Tensor], "Tensor | tuple[Tensor, ...]"]
 ContextFactory = Callable[[], AbstractContextManager]
@@ -93,7 +93,7 @@ def _path_chunk(
     logits = spec.model(z)
     targets = target.repeat(p)
     if check:
-        check_logits(logits, targets)
+        check_class_scores(logits, targets)
     if leaf_check is not None:
         leaf_check(logits, z)
     values = spec.scalar_fn(logits, targets)

@@ -11,6 +11,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch import Tensor, nn
 
+from captum_robust._utils.validation import check_generator, check_seed
 from captum_robust.attr import softplus_activations
 from captum_robust.regularizers._checks import check_softplus_beta
 
@@ -19,25 +20,14 @@ class SeededMixin:
     """Owns one generator per device, so successive calls differ but runs repeat."""
 
     def _init_random(self, seed: object, generator: object) -> None:
-        if generator is not None:
-            if not isinstance(generator, torch.Generator):
-                raise TypeError(
-                    "`generator` must be a torch.Generator or None, got "
-                    f"{type(generator).__name__}."
-                )
-            if seed is not None:
-                raise ValueError("Give `seed` or `generator`, not both.")
+        if check_generator(generator) is not None and seed is not None:
+            raise ValueError("Give `seed` or `generator`, not both.")
         if seed is None:
             # Drawn from torch's global generator, so torch.manual_seed(...) before
             # construction makes the run reproducible.
             seed = int(torch.randint(0, 2**62, (1,)).item())
-        elif isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(
-                f"`seed` must be an int or None, got {type(seed).__name__}."
-            )
-        elif seed < 0:
-            raise ValueError(f"`seed` must be >= 0, got {seed}.")
-        self._seed: int = seed
+        check_seed(seed, non_negative=True)
+        self._seed: int = seed  # type: ignore[assignment]
         self._user_generator: torch.Generator | None = generator
         self._generators: dict[torch.device, torch.Generator] = {}
 
