@@ -32,16 +32,17 @@ from torch import Tensor
 
 from captum_robust._utils.validation import (
     as_tensor_tuple,
+    check_bool,
     check_finite,
     check_float_tensors,
     check_number,
     check_positive_int,
+    check_str_choice,
+    resolve_generator,
 )
 from captum_robust.metrics._maps import (
     ChannelReduction,
-    check_flag,
     check_map_options,
-    check_option,
     flatten_attribution,
     reduced_shape,
 )
@@ -287,24 +288,6 @@ def sparsified_samples(
     return SparsifiedSamples(counts, relaxed, constant, shapes, s)
 
 
-def resolve_seed(
-    seed: object, generator: object, device: torch.device
-) -> torch.Generator | None:
-    """``generator`` if given, else a fresh one on ``device`` seeded with
-    ``seed``, else None (torch's global generator)."""
-    if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(
-                "`generator` must be a torch.Generator or None, got "
-                f"{type(generator).__name__}."
-            )
-        return generator
-    if seed is None:
-        return None
-    check_positive_int(seed, "seed", minimum=0)
-    return torch.Generator(device=device).manual_seed(seed)
-
-
 # ---------------------------------------------------------------------------
 # The certificate
 
@@ -318,7 +301,7 @@ def _check_common(
     alpha = check_number(alpha, "alpha")
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"`alpha` must be in (0, 1), got {alpha}.")
-    check_option(bound, BOUNDS, "bound")
+    check_str_choice(bound, BOUNDS, "bound")
     return k, radius, sigma, alpha
 
 
@@ -663,12 +646,14 @@ def certified_topk_overlap(
     if batch_size is not None:
         check_positive_int(batch_size, "batch_size")
     check_map_options(abs, channel_reduction)
-    check_flag(return_details, "return_details")
+    check_bool(return_details, "return_details")
     per_sample = _check_kwargs(explanation_kwargs)
     labels = _check_target(target, xs[0])
     if labels is not None:
         per_sample["target"] = labels
-    gen = resolve_seed(seed, generator, xs[0].device)
+    if generator is None and seed is not None:
+        check_positive_int(seed, "seed", minimum=0)
+    gen = resolve_generator(generator, seed, xs[0].device)
 
     def on_features(d: int) -> None:
         _check_k(k, d)

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from captum_robust._utils.modes import eval_mode
 from captum_robust._utils.targets import check_class_indices
 from captum_robust._utils.validation import (
+    check_bool,
     check_finite,
     check_float_tensors,
     check_number,
@@ -16,7 +17,6 @@ from captum_robust._utils.validation import (
 from captum_robust.metrics._maps import (
     ChannelReduction,
     TensorOrTuple,
-    check_flag,
     check_map_options,
     spatial_attribution,
 )
@@ -61,7 +61,7 @@ def _curve(
         )
     steps = check_positive_int(n_steps, "n_steps")
     fill = check_number(baseline, "baseline")
-    check_flag(softmax, "softmax")
+    check_bool(softmax, "softmax")
     check_map_options(abs, channel_reduction)
     chunk = (
         None

@@ -8,11 +8,14 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from captum_robust._utils.validation import check_number, check_same_device
+from captum_robust._utils.validation import (
+    check_number,
+    check_same_device,
+    check_str_choice,
+)
 from captum_robust.metrics._maps import (
     ChannelReduction,
     TensorOrTuple,
-    check_option,
     prepare_mask,
     scaled_sums,
     spatial_attribution,
@@ -27,7 +30,7 @@ _NAN = float("nan")
 
 def check_threshold(threshold: object, threshold_mode: object) -> float:
     """Validate ``mask_iou``'s threshold options; returns the threshold."""
-    check_option(threshold_mode, THRESHOLD_MODES, "threshold_mode")
+    check_str_choice(threshold_mode, THRESHOLD_MODES, "threshold_mode")
     value = check_number(threshold, "threshold", minimum=0.0, maximum=1.0)
     if value == 0.0:
         raise ValueError("`threshold` must be in (0, 1], got 0.0.")

@@ -11,9 +11,10 @@ from torch import Tensor
 
 from captum_robust._utils.validation import (
     as_tensor_tuple,
-    check_choice,
+    check_bool,
     check_float_tensors,
     check_same_device,
+    check_str_choice,
 )
 
 ChannelReduction = Literal["sum", "mean", "max", "none"]
@@ -26,28 +27,10 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def check_flag(value: object, name: str) -> bool:
-    """A boolean option must be a bool: ``abs="no"`` is a mistake, not True."""
-    if not isinstance(value, bool):
-        raise TypeError(f"`{name}` must be a bool, got {type(value).__name__}.")
-    return value
-
-
-def check_option(value: object, choices: Sequence[str], name: str) -> str:
-    """A string option must be a str and one of ``choices``."""
-    if not isinstance(value, str):
-        allowed = ", ".join(repr(c) for c in choices)
-        raise TypeError(
-            f"`{name}` must be a str (one of {allowed}), got {type(value).__name__}."
-        )
-    check_choice(value, choices, name)
-    return value
-
-
 def check_map_options(abs: object, channel_reduction: object) -> None:
     """The two options every metric shares."""
-    check_flag(abs, "abs")
-    check_option(channel_reduction, CHANNEL_REDUCTIONS, "channel_reduction")
+    check_bool(abs, "abs")
+    check_str_choice(channel_reduction, CHANNEL_REDUCTIONS, "channel_reduction")
 
 
 def reduced_shape(t: Tensor, channel_reduction: str) -> tuple[int, ...]:
@@ -173,7 +156,7 @@ def _validated(
     validate: object,
 ) -> tuple[tuple[Tensor, ...], list[float | None]]:
     """The attribution as a tuple, and each tensor's peak magnitude when checked."""
-    check_flag(validate, "validate")
+    check_bool(validate, "validate")
     if not isinstance(name, str):
         raise TypeError(f"`name` must be a str, got {type(name).__name__}.")
     tensors = as_tensor_tuple(attributions, name)

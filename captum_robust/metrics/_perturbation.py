@@ -39,8 +39,9 @@ from captum_robust._utils.validation import (
     check_float_tensors,
     check_number,
     check_positive_int,
+    check_str_choice,
 )
-from captum_robust.metrics._maps import check_option, flatten_attribution
+from captum_robust.metrics._maps import flatten_attribution
 
 Norm = Literal["linf", "l2"]
 Distribution = Literal["uniform", "gaussian"]
@@ -208,8 +209,8 @@ class Perturbations:
     ) -> None:
         self.n = check_positive_int(n_perturbations, "n_perturbations")
         self.radius = check_number(radius, "radius", minimum=0.0)
-        check_option(norm, NORMS, "norm")
-        check_option(distribution, DISTRIBUTIONS, "distribution")
+        check_str_choice(norm, NORMS, "norm")
+        check_str_choice(distribution, DISTRIBUTIONS, "distribution")
         self.norm, self.distribution = norm, distribution
         if perturb_func is not None and not callable(perturb_func):
             raise TypeError(

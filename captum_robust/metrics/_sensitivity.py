@@ -15,12 +15,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from captum_robust._utils.validation import check_number
+from captum_robust._utils.validation import check_bool, check_number, check_str_choice
 from captum_robust.metrics._maps import (
     ChannelReduction,
-    check_flag,
     check_map_options,
-    check_option,
     spatial_attribution,
 )
 from captum_robust.metrics._perturbation import (
@@ -104,7 +102,7 @@ def check_norm_ord(norm_ord: object) -> float:
 
 def _sensitivity_score(norm_ord: object, normalize: object) -> Score:
     p = check_norm_ord(norm_ord)
-    normalize = check_flag(normalize, "normalize")
+    normalize = check_bool(normalize, "normalize")
 
     def score(ref: Tensor, pert: Tensor, x: Tensor, x_pert: Tensor) -> Tensor:
         change = lp_norm(ref - pert, p)
@@ -437,7 +435,7 @@ def _similarity_fn(similarity: object) -> str | Callable[[Tensor, Tensor], Tenso
             "`similarity` must be one of 'pearson', 'cosine', 'ssim', 'mse' or a "
             f"callable, got {type(similarity).__name__}."
         )
-    check_option(similarity, SIMILARITIES, "similarity")
+    check_str_choice(similarity, SIMILARITIES, "similarity")
     return similarity
 
 

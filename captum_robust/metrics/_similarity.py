@@ -21,14 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from captum_robust._utils.validation import check_number, check_positive_int
-from captum_robust.metrics._maps import (
-    ChannelReduction,
-    TensorOrTuple,
-    check_flag,
-    check_option,
-    unit_scale,
+from captum_robust._utils.validation import (
+    check_bool,
+    check_number,
+    check_positive_int,
+    check_str_choice,
 )
+from captum_robust.metrics._maps import ChannelReduction, TensorOrTuple, unit_scale
 from captum_robust.metrics._pairwise import paired_maps
 
 Normalization = Literal["none", "sum", "max"]
@@ -224,8 +223,8 @@ def mean_squared_error(
     >>> mean_squared_error(a, 2 * a, normalize="sum")
     tensor([0.])
     """
-    check_option(normalize, NORMALIZATIONS, "normalize")
-    check_option(reduction, MSE_REDUCTIONS, "reduction")
+    check_str_choice(normalize, NORMALIZATIONS, "normalize")
+    check_str_choice(reduction, MSE_REDUCTIONS, "reduction")
     map_a, map_b = paired_maps(attr_a, attr_b, abs, channel_reduction)
     return mse_flat(map_a, map_b, normalize, reduction)
 
@@ -532,7 +531,7 @@ def structural_similarity(
     check_number(sigma, "sigma", minimum=0.0, strict_minimum=True)
     check_number(k1, "k1", minimum=0.0)
     check_number(k2, "k2", minimum=0.0)
-    check_flag(use_sample_covariance, "use_sample_covariance")
+    check_bool(use_sample_covariance, "use_sample_covariance")
     map_a, map_b = paired_maps(attr_a, attr_b, abs, channel_reduction, spatial=True)
     if min(map_a.shape[1:]) < win_size:
         raise ValueError(

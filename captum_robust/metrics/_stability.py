@@ -16,12 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from captum_robust._utils.modes import eval_mode
-from captum_robust._utils.validation import check_number
-from captum_robust.metrics._maps import (
-    ChannelReduction,
-    check_map_options,
-    check_option,
-)
+from captum_robust._utils.validation import check_number, check_str_choice
+from captum_robust.metrics._maps import ChannelReduction, check_map_options
 from captum_robust.metrics._perturbation import (
     Distribution,
     Explanations,
@@ -98,7 +94,7 @@ def _stability(
     check_map_options(abs, channel_reduction)
     eps = check_number(eps_min, "eps_min", minimum=0.0, strict_minimum=True)
     p = check_norm_ord(norm_ord)
-    check_option(on_prediction_change, PREDICTION_CHANGES, "on_prediction_change")
+    check_str_choice(on_prediction_change, PREDICTION_CHANGES, "on_prediction_change")
     plan = Perturbations(inputs, **perturbations)
     batch = explanations.batch
     capture = (

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from captum_robust._utils.validation import check_number, check_positive_int
+from captum_robust._utils.validation import check_confidence, check_positive_int
 from captum_robust.metrics._center import center_of_mass_shift
 from captum_robust.metrics._correlation import kendall_tau, spearman_correlation
 from captum_robust.metrics._localisation import (
@@ -67,9 +67,7 @@ class PerSampleMean(Metric):
         self, *, confidence: float = 0.95, score_kwargs: dict[str, Any], **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
-        check_number(confidence, "confidence", minimum=0.0, maximum=1.0)
-        if not 0.0 < confidence < 1.0:
-            raise ValueError(f"`confidence` must be in (0, 1), got {confidence}.")
+        check_confidence(confidence)
         self.confidence = confidence
         self.score_kwargs = score_kwargs
         for name in ("total", "total_squares", "count", "nan_count"):

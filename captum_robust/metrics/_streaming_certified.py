@@ -6,13 +6,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from captum_robust._utils.validation import check_number, check_positive_int
+from captum_robust._utils.validation import (
+    check_number,
+    check_positive_int,
+    check_str_choice,
+)
 from captum_robust.metrics._certified import (
     BOUNDS,
     certified_topk_overlap,
     check_sparsity,
 )
-from captum_robust.metrics._maps import check_map_options, check_option
+from captum_robust.metrics._maps import check_map_options
 from captum_robust.metrics._streaming_similarity import _BoundMean
 
 
@@ -67,7 +71,7 @@ class CertifiedTopKOverlap(_BoundMean):
         if "sparsity" in options:
             check_sparsity(options["sparsity"])
         if "bound" in options:
-            check_option(options["bound"], BOUNDS, "bound")
+            check_str_choice(options["bound"], BOUNDS, "bound")
         check_map_options(
             options.get("abs", True), options.get("channel_reduction", "sum")
         )

@@ -12,8 +12,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from captum_robust._utils.validation import check_str_choice
 from captum_robust.metrics._faithfulness import deletion_area, insertion_area
-from captum_robust.metrics._maps import ChannelReduction, check_option
+from captum_robust.metrics._maps import ChannelReduction
 from captum_robust.metrics._sensitivity import (
     avg_sensitivity,
     local_lipschitz_estimate,
@@ -141,8 +142,8 @@ class MeanSquaredError(_PairScore):
         confidence: float = 0.95,
         **kwargs: Any,
     ) -> None:
-        check_option(normalize, NORMALIZATIONS, "normalize")
-        check_option(reduction, MSE_REDUCTIONS, "reduction")
+        check_str_choice(normalize, NORMALIZATIONS, "normalize")
+        check_str_choice(reduction, MSE_REDUCTIONS, "reduction")
         super().__init__(
             abs=abs,
             channel_reduction=channel_reduction,
