@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from captum_robust._utils.validation import (
+    check_bool,
     check_choice,
     check_number,
     check_positive_int,
@@ -383,11 +384,7 @@ def make_silhouette_digits(
     background_scale = check_number(
         background_scale, "background_scale", minimum=_MIN_BACKGROUND_SCALE
     )
-    if not isinstance(return_backgrounds, bool):
-        raise TypeError(
-            "`return_backgrounds` must be a bool, got "
-            f"{type(return_backgrounds).__name__}."
-        )
+    check_bool(return_backgrounds, "return_backgrounds")
     rng = _rng_from(seed)
 
     n, size = num_samples, image_size

@@ -12,10 +12,12 @@ from torch import Tensor, nn
 
 from captum_robust._utils.targets import check_class_indices
 from captum_robust._utils.validation import (
+    check_bool,
     check_choice,
+    check_confidence,
     check_finite,
-    check_number,
     check_positive_int,
+    check_str,
 )
 from captum_robust.evaluation._fingerprint import check_json
 from captum_robust.evaluation._records import Record, check_records_path
@@ -56,16 +58,10 @@ def check_evaluate_arguments(
     check_positive_int(k, "k")
     check_positive_int(num_figures, "num_figures")
     check_choice(target, TARGETS, "target")
-    for flag_name, flag in (("resume", resume), ("progress", progress)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"`{flag_name}` must be a bool, got {type(flag).__name__}.")
-    check_number(confidence, "confidence", minimum=0.0, maximum=1.0)
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"`confidence` must be in (0, 1), got {confidence}.")
-    if not isinstance(description, str):
-        raise TypeError(
-            f"`description` must be a str, got {type(description).__name__}."
-        )
+    check_bool(resume, "resume")
+    check_bool(progress, "progress")
+    check_confidence(confidence)
+    check_str(description, "description")
     if on_batch is not None and not callable(on_batch):
         raise TypeError(
             f"`on_batch` must be callable or None, got {type(on_batch).__name__}."

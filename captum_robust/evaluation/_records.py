@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from captum_robust._utils.validation import check_bool
+
 Record = dict[str, Any]
 
 SETTINGS_FORMAT = 1
@@ -185,8 +187,7 @@ class RecordLog:
 
     def __init__(self, path: str | Path | None, *, resume: bool = False) -> None:
         check_records_path(path)
-        if not isinstance(resume, bool):
-            raise TypeError(f"`resume` must be a bool, got {type(resume).__name__}.")
+        check_bool(resume, "resume")
         self.path = None if path is None else Path(path)
         self.records: dict[int, Record] = {}
         if self.path is None:

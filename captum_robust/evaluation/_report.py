@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from captum_robust._utils.validation import check_path, check_str
 from captum_robust.evaluation._report_html import (
     json_safe,
     ordered_figures,
@@ -76,23 +77,15 @@ def write_report(
     2
     """
     rows = check_rows(rows)
-    if not isinstance(output_dir, (str, Path)):
-        raise TypeError(
-            f"`output_dir` must be a str or a Path, got {type(output_dir).__name__}."
-        )
-    if not isinstance(title, str):
-        raise TypeError(f"`title` must be a str, got {type(title).__name__}.")
+    check_path(output_dir, "output_dir")
+    check_str(title, "title")
     if settings is not None and not isinstance(settings, Mapping):
         raise TypeError(
             f"`settings` must be a dict or None, got {type(settings).__name__}."
         )
     settings = dict(settings or {})
-    if reference is not None and not isinstance(reference, str):
-        raise TypeError(
-            f"`reference` must be a str or None, got {type(reference).__name__}."
-        )
-    if attack is not None and not isinstance(attack, str):
-        raise TypeError(f"`attack` must be a str or None, got {type(attack).__name__}.")
+    check_str(reference, "reference", optional=True)
+    check_str(attack, "attack", optional=True)
     for position, row in enumerate(rows):
         for path in row.figure_paths:
             if not Path(path).is_file():

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from captum_robust._utils.validation import check_str
 from captum_robust.metrics._registry import table_columns
 
 # (summary field, column title, number format); metric columns show the mean
@@ -50,9 +51,7 @@ class ReportRow:
 
     def __post_init__(self) -> None:
         for name in ("model", "attribution", "attack"):
-            value = getattr(self, name)
-            if not isinstance(value, str):
-                raise TypeError(f"`{name}` must be a str, got {type(value).__name__}.")
+            check_str(getattr(self, name), name)
         if not isinstance(self.summary, Mapping):
             raise TypeError(
                 "`summary` must be a dict (as returned by summarize), got "

@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from captum_robust._utils.validation import check_choice
+from captum_robust._utils.validation import check_choice, check_str
 from captum_robust.evaluation._report_table import ReportRow, check_rows
 from captum_robust.evaluation._summary import (
     difference_interval,
@@ -187,10 +187,8 @@ def verdicts(
     clean accuracy (91.0% vs 97.0%).
     """
     rows = check_rows(rows)
-    if not isinstance(reference, str):
-        raise TypeError(f"`reference` must be a str, got {type(reference).__name__}.")
-    if attack is not None and not isinstance(attack, str):
-        raise TypeError(f"`attack` must be a str or None, got {type(attack).__name__}.")
+    check_str(reference, "reference")
+    check_str(attack, "attack", optional=True)
     check_choice(metric, tuple(VERDICT_METRICS), "metric")
     # Checked here so that a bad level fails even without comparable rows.
     proportion_interval(0, 0, confidence=confidence)

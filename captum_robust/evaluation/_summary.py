@@ -10,7 +10,7 @@ import scipy.stats
 import torch
 from torch import Tensor
 
-from captum_robust._utils.validation import check_choice, check_number
+from captum_robust._utils.validation import check_choice, check_confidence
 from captum_robust.evaluation._records import Record
 from captum_robust.metrics import PerSampleMean
 from captum_robust.metrics._registry import (
@@ -118,9 +118,7 @@ def summarize(
     """
     records = _check_records(records)
     metrics = check_metric_names(metrics)
-    check_number(confidence, "confidence", minimum=0.0, maximum=1.0)
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"`confidence` must be in (0, 1), got {confidence}.")
+    check_confidence(confidence)
     correct = [r for r in records if r["correct"]]
     attacked = [r for r in records if r.get("attacked", r["correct"])]
     summary: dict[str, Any] = {
@@ -152,13 +150,6 @@ def summarize(
 
 def _to_float(value: Tensor) -> float:
     return float(value.item())
-
-
-def _check_confidence(confidence: object) -> float:
-    check_number(confidence, "confidence", minimum=0.0, maximum=1.0)
-    if not 0.0 < confidence < 1.0:  # type: ignore[operator]
-        raise ValueError(f"`confidence` must be in (0, 1), got {confidence}.")
-    return float(confidence)  # type: ignore[arg-type]
 
 
 def proportion_interval(
@@ -194,7 +185,7 @@ def proportion_interval(
         raise ValueError(
             f"`successes` must be in [0, total] = [0, {total}], got {successes}."
         )
-    confidence = _check_confidence(confidence)
+    confidence = check_confidence(confidence)
     if total == 0:
         return math.nan, math.nan
     z = float(scipy.stats.norm.ppf(0.5 + confidence / 2))
@@ -237,7 +228,7 @@ def difference_interval(
     >>> [round(v, 3) for v in difference_interval(a, b)]
     [0.3, 0.214, 0.386]
     """
-    confidence = _check_confidence(confidence)
+    confidence = check_confidence(confidence)
     parts = []
     for name, stats in (("first", first), ("second", second)):
         if not isinstance(stats, Mapping):

@@ -18,7 +18,12 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from captum_robust._utils.progress import progress_bar as tqdm
-from captum_robust._utils.validation import check_number, check_positive_int
+from captum_robust._utils.validation import (
+    check_bool,
+    check_number,
+    check_path,
+    check_positive_int,
+)
 from captum_robust.attacks import RandomAttack, TopKAttack
 from captum_robust.datasets import make_silhouette_digits
 from captum_robust.evaluation import (
@@ -339,18 +344,14 @@ def run_demo(
     -------
     list of ReportRow
     """
-    if not isinstance(output_dir, (str, Path)):
-        raise TypeError(
-            f"`output_dir` must be a str or a Path, got {type(output_dir).__name__}."
-        )
+    check_path(output_dir, "output_dir")
     if settings is not None and not isinstance(settings, DemoSettings):
         raise TypeError(
             f"`settings` must be a DemoSettings, got {type(settings).__name__}."
         )
     if not callable(log):
         raise TypeError(f"`log` must be callable, got {type(log).__name__}.")
-    if not isinstance(progress, bool):
-        raise TypeError(f"`progress` must be a bool, got {type(progress).__name__}.")
+    check_bool(progress, "progress")
     settings = settings or DemoSettings()
     output = Path(output_dir)
     started = time.perf_counter()

@@ -10,7 +10,7 @@ from captum.attr import visualization
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from captum_robust._utils.validation import check_positive_int
+from captum_robust._utils.validation import check_path, check_positive_int
 
 
 def _image_hwc(image: Tensor) -> np.ndarray:
@@ -174,6 +174,5 @@ def save_figure(figure: Figure, path: str | Path) -> None:
         raise TypeError(
             f"`figure` must be a matplotlib Figure, got {type(figure).__name__}."
         )
-    if not isinstance(path, (str, Path)):
-        raise TypeError(f"`path` must be a str or a Path, got {type(path).__name__}.")
+    check_path(path, "path")
     figure.savefig(path, dpi=100, format="png")
