@@ -47,20 +47,21 @@ from captum_robust.attr import (
 )
 from captum_robust.attr._base import concat_rows
 from captum_robust.metrics._center import center_of_mass_map
-from captum_robust.metrics._correlation import kendall_tau_flat, spearman_flat
-from captum_robust.metrics._topk import topk_intersection_flat
+from captum_robust.metrics._registry import CRITERION_NAMES, METRICS
 
-# name -> (higher is better, best possible value or None). Reaching the best value
-# for every sample ends the attack early.
+# name -> (higher is better for the attack, best possible value or None). Reaching
+# the best value for every sample ends the attack early. The registry's metrics
+# are read the other way round (the attack wants the explanation to move); the
+# targeted attacks' two criteria compare with their target instead.
 CRITERIA: dict[str, tuple[bool, float | None]] = {
-    "topk": (False, 0.0),
-    "kendall": (False, -1.0),
-    "spearman": (False, -1.0),
-    "center_shift": (True, None),
+    **{
+        name: (not METRICS[name].robust_when_higher, METRICS[name].attack_goal)
+        for name in CRITERION_NAMES
+    },
     "target_mass": (True, 1.0),
     "target_mse": (False, 0.0),
 }
-BASE_CRITERIA = ("topk", "kendall", "spearman", "center_shift")
+BASE_CRITERIA = CRITERION_NAMES
 
 # Early-exit checks cost a host synchronisation; every few steps keeps that cost
 # negligible on a GPU while wasting at most this many steps.
@@ -315,12 +316,9 @@ class AttributionAttack(Perturbation):
 
     def _criterion(self, maps: Tensor, b: Batch) -> Tensor:
         name = self.criterion
-        if name == "topk":
-            return topk_intersection_flat(b.map0, maps, self.criterion_k)
-        if name == "kendall":
-            return kendall_tau_flat(b.map0, maps)
-        if name == "spearman":
-            return spearman_flat(b.map0, maps)
+        metric = METRICS.get(name)
+        if metric is not None and metric.flat_score is not None:
+            return metric.flat_score(b.map0, maps, self.criterion_k)
         if name == "center_shift":
             assert b.shape is not None
             centers = center_of_mass_map(maps.view(-1, *b.shape))
