@@ -58,11 +58,6 @@ def check_bounds_pair(value: object) -> Bounds | None:
     )
 
 
-# The name the attacks package still imports; it goes once that package uses
-# check_bounds_pair (attacks._utils has a check_bounds of its own contract).
-check_bounds = check_bounds_pair
-
-
 def as_like(value: Radius, like: Tensor) -> float | Tensor:
     """Numbers stay numbers (cheapest in arithmetic); Tensors move to `like`."""
     if isinstance(value, Tensor):
@@ -122,7 +117,6 @@ __all__ = [
     "Bounds",
     "Radius",
     "as_like",
-    "check_bounds",
     "check_bounds_pair",
     "check_radius",
     "pgd_ascent",

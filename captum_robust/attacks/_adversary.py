@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captum_robust._utils.ball import check_bounds, check_radius, pgd_ascent
+from captum_robust._utils.ball import check_bounds_pair, check_radius, pgd_ascent
 from captum_robust._utils.modes import eval_mode
 from captum_robust._utils.targets import check_class_indices, check_class_range
 from captum_robust._utils.validation import (
@@ -153,7 +153,7 @@ def pgd_cross_entropy(
     epsilon = check_radius(epsilon, "epsilon")
     steps = check_positive_int(steps, "steps", minimum=0)
     step_size = check_number(step_size, "step_size", minimum=0.0)
-    bounds = check_bounds(bounds)
+    bounds = check_bounds_pair(bounds)
     if not isinstance(random_start, bool):
         raise TypeError(f"`random_start` must be a bool, got {random_start!r}.")
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -323,7 +323,7 @@ def robust_accuracy(
     steps = check_positive_int(steps, "steps", minimum=0)
     step_size = check_number(step_size, "step_size", minimum=0.0)
     restarts = check_positive_int(restarts, "restarts")
-    bounds = check_bounds(bounds)
+    bounds = check_bounds_pair(bounds)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError("`generator` must be a torch.Generator or None.")
     if seed is not None and not isinstance(seed, int):

@@ -27,11 +27,10 @@ from captum_robust.attacks._utils import (
     OutputRecorder,
     TensorOrTuple,
     adam_moves,
-    as_module,
     check_attribution_kwargs,
-    check_bounds,
-    check_inputs,
+    check_bounded_inputs,
     check_logits,
+    check_pixel_bounds,
     draw,
     fmt,
     master_dtype,
@@ -45,7 +44,7 @@ from captum_robust.attr import (
     differentiable,
     softplus_surrogate,
 )
-from captum_robust.attr._base import concat_rows
+from captum_robust.attr._base import as_module, concat_rows
 from captum_robust.metrics._center import center_of_mass_map
 from captum_robust.metrics._registry import CRITERION_NAMES, METRICS
 
@@ -144,7 +143,9 @@ class AttributionAttack(Perturbation):
                 f"`random_start` must be a bool, got {type(random_start).__name__}."
             )
         self.random_start = random_start
-        self.lower_bound, self.upper_bound = check_bounds(lower_bound, upper_bound)
+        self.lower_bound, self.upper_bound = check_pixel_bounds(
+            lower_bound, upper_bound
+        )
         check_choice(criterion, self._criteria, "criterion")
         self.criterion = criterion
         self.criterion_k = check_positive_int(criterion_k, "criterion_k")
@@ -461,7 +462,7 @@ class AttributionAttack(Perturbation):
             **self.attribution_kwargs,
             **check_attribution_kwargs(attribution_kwargs, "attribution_kwargs"),
         }
-        x0, is_tuple = check_inputs(inputs, self.lower_bound, self.upper_bound)
+        x0, is_tuple = check_bounded_inputs(inputs, self.lower_bound, self.upper_bound)
         masks = prepare_masks(mask, x0, is_tuple)
         x0 = tuple(t.detach() for t in x0)
         batch, device = int(x0[0].shape[0]), x0[0].device

@@ -14,17 +14,10 @@ from captum_robust._utils.validation import (
     check_number,
     check_same_device,
 )
+from captum_robust.attr._base import as_module
 from captum_robust.metrics._maps import flatten_attribution
 
 TensorOrTuple = Tensor | tuple[Tensor, ...]
-
-
-def as_module(forward_func: object) -> nn.Module | None:
-    """The nn.Module behind a model or a bound method of one, else None."""
-    if isinstance(forward_func, nn.Module):
-        return forward_func
-    owner = getattr(forward_func, "__self__", None)
-    return owner if isinstance(owner, nn.Module) else None
 
 
 def same_model(a: object, b: object) -> bool:
@@ -38,7 +31,7 @@ def same_model(a: object, b: object) -> bool:
     return isinstance(a, nn.Module) or isinstance(b, nn.Module)
 
 
-def check_bounds(lower: object, upper: object) -> tuple[float, float]:
+def check_pixel_bounds(lower: object, upper: object) -> tuple[float, float]:
     lo = check_number(lower, "lower_bound")
     hi = check_number(upper, "upper_bound")
     if lo > hi:
@@ -162,7 +155,7 @@ class OutputRecorder:
         return out
 
 
-def check_inputs(
+def check_bounded_inputs(
     inputs: object, lower: float, upper: float
 ) -> tuple[tuple[Tensor, ...], bool]:
     """Inputs as a tuple, checked: float, one batch, one device, finite, in bounds.
