@@ -85,7 +85,8 @@ napoleon_use_rtype = False
 
 # -- MyST and notebook execution ----------------------------------------------
 
-myst_enable_extensions = ["colon_fence", "deflist"]
+# dollarmath: the $...$ formulas of the metrics reference render with MathJax.
+myst_enable_extensions = ["colon_fence", "deflist", "dollarmath"]
 myst_heading_anchors = 3
 
 # Every notebook (tutorials and the quick start) is executed at build time, so
