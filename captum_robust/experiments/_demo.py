@@ -26,12 +26,12 @@ from captum_robust._utils.validation import (
 )
 from captum_robust.attacks import RandomAttack, TopKAttack
 from captum_robust.datasets import make_silhouette_digits
-from captum_robust.evaluation import (
-    ReportRow,
-    evaluate_robustness,
-    format_table,
-    write_report,
-)
+
+# From the defining modules: the package's face serves this package's names
+# back (lazily), and importing it here would close that circle.
+from captum_robust.evaluation._evaluate import evaluate_robustness
+from captum_robust.evaluation._report import write_report
+from captum_robust.evaluation._report_table import ReportRow, format_table
 from captum_robust.evaluation._report_verdicts import verdicts
 from captum_robust.regularizers import (
     IGSumNorm,
