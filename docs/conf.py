@@ -468,7 +468,9 @@ _MISSING = object()
 def _attribute_docstring(app, what, name, obj, options, lines) -> None:
     if what not in ("data", "attribute"):
         return
-    type_doc = (type(obj).__doc__ or "").strip()
+    # A NamedTuple field's type keeps __doc__ as a slot, not a string.
+    type_doc = type(obj).__doc__
+    type_doc = type_doc.strip() if isinstance(type_doc, str) else ""
     if lines and "\n".join(lines).strip() != type_doc:
         return
     found = _defining_attribute_doc(name, obj)
