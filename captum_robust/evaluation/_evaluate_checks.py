@@ -23,6 +23,7 @@ from captum_robust.evaluation._fingerprint import check_json
 from captum_robust.evaluation._records import Record, check_records_path
 from captum_robust.evaluation._summary import METRICS
 from captum_robust.metrics import certified_topk_overlap
+from captum_robust.metrics._registry import METRICS as METRIC_REGISTRY
 
 TARGETS = ("label", "predicted")
 
@@ -94,7 +95,7 @@ _CERTIFY_SET_HERE = ("k", "explanation_kwargs", "return_details", "generator")
 
 def _check_certify(certify: object, metrics: Sequence[str]) -> None:
     if certify is None:
-        if "certified" in metrics:
+        if any(METRIC_REGISTRY[name].needs_options for name in metrics):
             raise ValueError(
                 '`certify` must give the options of the "certified" metric (at '
                 "least radius and sigma), got None."

@@ -109,8 +109,6 @@ def _topk(batch: ScoreInputs) -> dict:
 
 
 def _silhouette(batch: ScoreInputs) -> dict:
-    if batch.masks is None:  # the loader gave no masks: nothing to score
-        return {}
     return {
         "silhouette_before": silhouette_overlap(batch.before, batch.masks),
         "silhouette_after": silhouette_overlap(batch.after, batch.masks),
@@ -255,9 +253,10 @@ CRITERION_NAMES = tuple(name for name, m in METRICS.items() if m.criterion)
 def score_batch(metrics: Sequence[str], batch: ScoreInputs) -> dict[str, Tensor]:
     """Every column of ``metrics`` for one batch of the evaluation."""
     scores: dict[str, Tensor] = {}
-    for name in METRICS:
-        if name in metrics:
-            scores.update(METRICS[name].score(batch))
+    for name, metric in METRICS.items():
+        # Without masks from the loader a mask score has nothing to score.
+        if name in metrics and not (metric.needs_mask and batch.masks is None):
+            scores.update(metric.score(batch))
     return scores
 
 
