@@ -67,7 +67,16 @@ def relaxed_top_indicator(maps: Tensor, s: int, temperature: float) -> Tensor:
     >>> soft.round()
     tensor([[1., 0., 1., 0.]])
     """
-    if s >= maps.shape[1]:
+    if not isinstance(maps, Tensor) or maps.dim() != 2 or not maps.is_floating_point():
+        raise TypeError(
+            "`maps` must be a floating-point (N, d) Tensor, got "
+            f"{tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__}."
+        )
+    s = check_positive_int(s, "s")
+    if s > maps.shape[1]:
+        raise ValueError(f"`s` ({s}) must be at most d = {maps.shape[1]}.")
+    check_number(temperature, "temperature", minimum=0.0, strict_minimum=True)
+    if s == maps.shape[1]:
         return maps * 0 + 1  # keeps the graph, with its true zero gradient
     top = maps.topk(s + 1, dim=1).values
     threshold = (top[:, s - 1 : s] + top[:, s : s + 1]) / 2

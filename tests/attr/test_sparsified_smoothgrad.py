@@ -249,3 +249,19 @@ def test_bad_construction_is_named():
         SparsifiedSmoothGrad(tiny_cnn(), channel_reduction="median")
     with pytest.raises(TypeError, match="`seed`"):
         SparsifiedSmoothGrad(tiny_cnn(), seed=1.5)
+
+
+@pytest.mark.parametrize(
+    "maps, s, temperature, error, match",
+    [
+        (torch.rand(2, 3, 4), 2, 0.1, TypeError, "`maps`"),
+        (torch.arange(6).view(2, 3), 2, 0.1, TypeError, "`maps`"),
+        (torch.rand(2, 3), 0, 0.1, ValueError, "`s`"),
+        (torch.rand(2, 3), 4, 0.1, ValueError, "`s`"),
+        (torch.rand(2, 3), 2, 0.0, ValueError, "`temperature`"),
+        (torch.rand(2, 3), 2, "0.1", TypeError, "`temperature`"),
+    ],
+)
+def test_relaxed_top_indicator_names_bad_arguments(maps, s, temperature, error, match):
+    with pytest.raises(error, match=match):
+        relaxed_top_indicator(maps, s, temperature)
