@@ -18,13 +18,16 @@ from collections.abc import Callable
 
 import torch
 from _timing import report
-from captum.attr import IntegratedGradients, Saliency
-from torch import Tensor, nn
+from captum.attr import IntegratedGradients
+from captum.attr import Saliency
+from torch import Tensor
+from torch import nn
 
 from captum_robust._utils.second_order import second_order_safe
 from captum_robust.attacks import TopKAttack
 from captum_robust.attr import softplus_surrogate
-from captum_robust.metrics._topk import topk_intersection_flat, topk_mask
+from captum_robust.metrics._topk import topk_intersection_flat
+from captum_robust.metrics._topk import topk_mask
 
 EPS, ALPHA, K, BETA = 8 / 255, 1 / 255, 100, 10.0
 

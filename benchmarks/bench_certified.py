@@ -20,7 +20,9 @@ import warnings
 import torch
 import torchvision
 from _models import small_cnn
-from _timing import interleaved_best_times, resident_kib, synchronize
+from _timing import interleaved_best_times
+from _timing import resident_kib
+from _timing import synchronize
 from captum.attr import Saliency
 
 from captum_robust.metrics import certified_topk_overlap

@@ -12,12 +12,15 @@ import warnings
 import numpy as np
 import torch
 from _models import small_cnn
-from _timing import best_time, interleaved_best_times, report
+from _timing import best_time
+from _timing import interleaved_best_times
+from _timing import report
 from captum.attr import Saliency
 from captum.metrics import sensitivity_max
 from skimage.metrics import structural_similarity as skimage_ssim
 
-from captum_robust.metrics import max_sensitivity, structural_similarity
+from captum_robust.metrics import max_sensitivity
+from captum_robust.metrics import structural_similarity
 
 
 def bench_max_sensitivity(images: int, perturbations: int, repeats: int) -> None:

@@ -12,16 +12,16 @@ import sys
 import numpy as np
 import scipy.stats
 import torch
-from _timing import best_time, report, resident_kib
+from _timing import best_time
+from _timing import report
+from _timing import resident_kib
 
-from captum_robust.metrics import (
-    center_of_mass_shift,
-    flatten_attribution,
-    kendall_tau,
-    pointing_game,
-    silhouette_overlap,
-    topk_intersection,
-)
+from captum_robust.metrics import center_of_mass_shift
+from captum_robust.metrics import flatten_attribution
+from captum_robust.metrics import kendall_tau
+from captum_robust.metrics import pointing_game
+from captum_robust.metrics import silhouette_overlap
+from captum_robust.metrics import topk_intersection
 
 
 def scipy_kendall_loop(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _timing import interleaved_best_times, synchronize
-from captum.attr import LRP, GuidedBackprop
+from _timing import interleaved_best_times
+from _timing import synchronize
+from captum.attr import LRP
+from captum.attr import GuidedBackprop
 from torch import nn
 
 from captum_robust.attr import differentiable

@@ -52,17 +52,15 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18
 
-from captum_robust.regularizers import (
-    EnhancedAttributionRegularizer,
-    ExplanationConsistencyWeights,
-    HessianNorm,
-    IGNorm,
-    IGSumNorm,
-    LocalGradientAlignment,
-    MaskedGradientPenalty,
-    replace_global_pool,
-    top_gap_penalty,
-)
+from captum_robust.regularizers import EnhancedAttributionRegularizer
+from captum_robust.regularizers import ExplanationConsistencyWeights
+from captum_robust.regularizers import HessianNorm
+from captum_robust.regularizers import IGNorm
+from captum_robust.regularizers import IGSumNorm
+from captum_robust.regularizers import LocalGradientAlignment
+from captum_robust.regularizers import MaskedGradientPenalty
+from captum_robust.regularizers import replace_global_pool
+from captum_robust.regularizers import top_gap_penalty
 
 EPS = 8 / 255
 BATCH, CLASSES = 8, 10

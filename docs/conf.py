@@ -445,7 +445,8 @@ def _fill_autolists(app, docname, source) -> None:
 
 
 def _defining_attribute_doc(fullname: str, obj: object) -> list[str] | None:
-    from sphinx.pycode import ModuleAnalyzer, PycodeError
+    from sphinx.pycode import ModuleAnalyzer
+    from sphinx.pycode import PycodeError
 
     modname, _, attr = fullname.rpartition(".")
     for name, module in sorted(sys.modules.items()):

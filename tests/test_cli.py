@@ -15,14 +15,12 @@ from torch import nn
 
 import captum_robust
 from captum_robust import cli
-from captum_robust.cli import (
-    _data,
-    _models,
-    default_k,
-    default_layer,
-    main,
-    silhouette_digits,
-)
+from captum_robust.cli import _data
+from captum_robust.cli import _models
+from captum_robust.cli import default_k
+from captum_robust.cli import default_layer
+from captum_robust.cli import main
+from captum_robust.cli import silhouette_digits
 from captum_robust.datasets import make_silhouette_digits
 from captum_robust.evaluation import demo_model
 
@@ -118,7 +116,8 @@ def test_evaluate_end_to_end_with_random_baseline(capsys, tmp_path, weights):
 def test_resume_of_a_finished_run_attacks_nothing(
     capsys, tmp_path, weights, monkeypatch
 ):
-    from captum_robust.attacks import RandomAttack, TopKAttack
+    from captum_robust.attacks import RandomAttack
+    from captum_robust.attacks import TopKAttack
 
     args = ["evaluate", "--model", MODEL, "--weights", str(weights)]
     args += ["--samples", "6", "--batch-size", "3", "--k", "20"]

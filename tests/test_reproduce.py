@@ -7,14 +7,12 @@ import torch
 pytest.importorskip("mlxtend", reason="mlxtend (the reproduce extra) is not installed")
 
 from captum_robust.cli import main
-from captum_robust.experiments import (
-    CHEN_MNIST,
-    ReproduceSettings,
-    _reproduce,
-    load_mnist_subset,
-    mnist_model,
-    run_reproduction,
-)
+from captum_robust.experiments import CHEN_MNIST
+from captum_robust.experiments import ReproduceSettings
+from captum_robust.experiments import _reproduce
+from captum_robust.experiments import load_mnist_subset
+from captum_robust.experiments import mnist_model
+from captum_robust.experiments import run_reproduction
 
 METHODS = ("NATURAL", "PGD-AT", "IG-SUM-NORM", "Top-GAP")
 

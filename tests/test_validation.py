@@ -8,20 +8,19 @@ import pytest
 import torch
 from torch import nn
 
-from captum_robust._utils.validation import (
-    check_bool,
-    check_confidence,
-    check_generator,
-    check_path,
-    check_seed,
-    check_str,
-    check_str_choice,
-    resolve_generator,
-)
+from captum_robust._utils.validation import check_bool
+from captum_robust._utils.validation import check_confidence
+from captum_robust._utils.validation import check_generator
+from captum_robust._utils.validation import check_path
+from captum_robust._utils.validation import check_seed
+from captum_robust._utils.validation import check_str
+from captum_robust._utils.validation import check_str_choice
+from captum_robust._utils.validation import resolve_generator
 from captum_robust.attr import SmoothGrad
 from captum_robust.evaluation import summarize
 from captum_robust.evaluation._summary import proportion_interval
-from captum_robust.metrics import TopKIntersection, certified_topk_overlap
+from captum_robust.metrics import TopKIntersection
+from captum_robust.metrics import certified_topk_overlap
 from captum_robust.regularizers import LocalGradientAlignment
 from captum_robust.visualization import save_figure
 

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from captum_robust.visualization import plot_attack_examples, save_figure
+from captum_robust.visualization import plot_attack_examples
+from captum_robust.visualization import save_figure
 
 
 def test_figure_has_one_row_per_sample_and_saves(tmp_path):

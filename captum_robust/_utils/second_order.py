@@ -24,8 +24,10 @@ from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.overrides import TorchFunctionMode, _get_current_function_mode_stack
+from torch.nn.attention import SDPBackend
+from torch.nn.attention import sdpa_kernel
+from torch.overrides import TorchFunctionMode
+from torch.overrides import _get_current_function_mode_stack
 
 __all__ = ["second_order_safe", "twice_differentiable_hardsigmoid"]
 

@@ -16,16 +16,12 @@ adversary to use where ``captum.robust.PGD``'s default loss, written for
 probabilities, would give a number that depends on the logits' offset.
 """
 
-from captum_robust.attacks._adversary import (
-    RobustAccuracy,
-    pgd_cross_entropy,
-    robust_accuracy,
-)
-from captum_robust.attacks._ghorbani import (
-    MassCenterAttack,
-    TargetedAttack,
-    TopKAttack,
-)
+from captum_robust.attacks._adversary import RobustAccuracy
+from captum_robust.attacks._adversary import pgd_cross_entropy
+from captum_robust.attacks._adversary import robust_accuracy
+from captum_robust.attacks._ghorbani import MassCenterAttack
+from captum_robust.attacks._ghorbani import TargetedAttack
+from captum_robust.attacks._ghorbani import TopKAttack
 from captum_robust.attacks._manipulation import ManipulationAttack
 from captum_robust.attacks._random import RandomAttack
 from captum_robust.attacks._result import AttackResult

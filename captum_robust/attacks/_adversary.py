@@ -18,16 +18,18 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
+from torch import nn
 
-from captum_robust._utils.ball import check_bounds_pair, check_radius, pgd_ascent
+from captum_robust._utils.ball import check_bounds_pair
+from captum_robust._utils.ball import check_radius
+from captum_robust._utils.ball import pgd_ascent
 from captum_robust._utils.modes import eval_mode
-from captum_robust._utils.targets import check_class_indices, check_class_range
-from captum_robust._utils.validation import (
-    check_finite,
-    check_number,
-    check_positive_int,
-)
+from captum_robust._utils.targets import check_class_indices
+from captum_robust._utils.targets import check_class_range
+from captum_robust._utils.validation import check_finite
+from captum_robust._utils.validation import check_number
+from captum_robust._utils.validation import check_positive_int
 
 __all__ = ["RobustAccuracy", "pgd_cross_entropy", "robust_accuracy"]
 

@@ -8,45 +8,47 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from captum.attr import InputXGradient, IntegratedGradients, LayerGradCam, Saliency
+from captum.attr import InputXGradient
+from captum.attr import IntegratedGradients
+from captum.attr import LayerGradCam
+from captum.attr import Saliency
 from captum.robust import Perturbation
 from torch import Tensor
 
 from captum_robust._utils.modes import eval_mode
 from captum_robust._utils.second_order import second_order_safe
-from captum_robust._utils.targets import check_class_indices, check_class_range
-from captum_robust._utils.validation import (
-    check_choice,
-    check_number,
-    check_positive_int,
-)
-from captum_robust.attacks._batch import Batch, CallSettings
-from captum_robust.attacks._precision import in_input_dtype, input_gradients
+from captum_robust._utils.targets import check_class_indices
+from captum_robust._utils.targets import check_class_range
+from captum_robust._utils.validation import check_choice
+from captum_robust._utils.validation import check_number
+from captum_robust._utils.validation import check_positive_int
+from captum_robust.attacks._batch import Batch
+from captum_robust.attacks._batch import CallSettings
+from captum_robust.attacks._precision import in_input_dtype
+from captum_robust.attacks._precision import input_gradients
 from captum_robust.attacks._result import AttackResult
-from captum_robust.attacks._utils import (
-    OutputRecorder,
-    TensorOrTuple,
-    adam_moves,
-    check_attribution_kwargs,
-    check_bounded_inputs,
-    check_logits,
-    check_pixel_bounds,
-    draw,
-    fmt,
-    master_dtype,
-    normalized_map,
-    prepare_masks,
-    same_model,
-    spatial_shape,
-)
-from captum_robust.attr import (
-    DifferentiableAttribution,
-    differentiable,
-    softplus_surrogate,
-)
-from captum_robust.attr._base import as_module, concat_rows
+from captum_robust.attacks._utils import OutputRecorder
+from captum_robust.attacks._utils import TensorOrTuple
+from captum_robust.attacks._utils import adam_moves
+from captum_robust.attacks._utils import check_attribution_kwargs
+from captum_robust.attacks._utils import check_bounded_inputs
+from captum_robust.attacks._utils import check_logits
+from captum_robust.attacks._utils import check_pixel_bounds
+from captum_robust.attacks._utils import draw
+from captum_robust.attacks._utils import fmt
+from captum_robust.attacks._utils import master_dtype
+from captum_robust.attacks._utils import normalized_map
+from captum_robust.attacks._utils import prepare_masks
+from captum_robust.attacks._utils import same_model
+from captum_robust.attacks._utils import spatial_shape
+from captum_robust.attr import DifferentiableAttribution
+from captum_robust.attr import differentiable
+from captum_robust.attr import softplus_surrogate
+from captum_robust.attr._base import as_module
+from captum_robust.attr._base import concat_rows
 from captum_robust.metrics._center import center_of_mass_map
-from captum_robust.metrics._registry import CRITERION_NAMES, METRICS
+from captum_robust.metrics._registry import CRITERION_NAMES
+from captum_robust.metrics._registry import METRICS
 
 # name -> (higher is better for the attack, best possible value or None). Reaching
 # the best value for every sample ends the attack early. The registry's metrics

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from captum_robust.attacks._utils import prepare_map_like, take
+from captum_robust.attacks._utils import prepare_map_like
+from captum_robust.attacks._utils import take
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from captum_robust._utils.validation import check_positive_int
-from captum_robust.attacks._base import BASE_CRITERIA, AttributionAttack
+from captum_robust.attacks._base import BASE_CRITERIA
+from captum_robust.attacks._base import AttributionAttack
 from captum_robust.attacks._batch import Batch
 from captum_robust.attacks._result import AttackResult
 from captum_robust.attacks._utils import TensorOrTuple

@@ -12,16 +12,16 @@ import torch
 from torch import Tensor
 
 from captum_robust._utils.validation import check_number
-from captum_robust.attacks._base import BASE_CRITERIA, AttributionAttack
-from captum_robust.attacks._batch import Batch, CallSettings
+from captum_robust.attacks._base import BASE_CRITERIA
+from captum_robust.attacks._base import AttributionAttack
+from captum_robust.attacks._batch import Batch
+from captum_robust.attacks._batch import CallSettings
 from captum_robust.attacks._result import AttackResult
 from captum_robust.attacks._utils import TensorOrTuple
 from captum_robust.attr import softplus_surrogate
-from captum_robust.metrics._similarity import (
-    mean_squared_error,
-    pearson_correlation,
-    structural_similarity,
-)
+from captum_robust.metrics._similarity import mean_squared_error
+from captum_robust.metrics._similarity import pearson_correlation
+from captum_robust.metrics._similarity import structural_similarity
 
 __all__ = ["ManipulationAttack"]
 

@@ -6,14 +6,13 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+from torch import nn
 
-from captum_robust._utils.validation import (
-    as_tensor_tuple,
-    check_float_tensors,
-    check_number,
-    check_same_device,
-)
+from captum_robust._utils.validation import as_tensor_tuple
+from captum_robust._utils.validation import check_float_tensors
+from captum_robust._utils.validation import check_number
+from captum_robust._utils.validation import check_same_device
 from captum_robust.attr._base import as_module
 from captum_robust.metrics._maps import flatten_attribution
 

@@ -11,26 +11,22 @@ calls) by softplus forms so that the second derivatives do not vanish, and
 """
 
 from captum_robust.attr._base import DifferentiableAttribution
-from captum_robust.attr._differentiable import differentiable, is_differentiable
+from captum_robust.attr._differentiable import differentiable
+from captum_robust.attr._differentiable import is_differentiable
 from captum_robust.attr._lrp_epsilon import LRPEpsilonWarning
-from captum_robust.attr._smooth_activations import (
-    LeakySoftplus,
-    SmoothHardsigmoid,
-    SmoothHardswish,
-    SmoothHardtanh,
-)
+from captum_robust.attr._smooth_activations import LeakySoftplus
+from captum_robust.attr._smooth_activations import SmoothHardsigmoid
+from captum_robust.attr._smooth_activations import SmoothHardswish
+from captum_robust.attr._smooth_activations import SmoothHardtanh
 from captum_robust.attr._smoothgrad import SmoothGrad
-from captum_robust.attr._sparsified_smoothgrad import (
-    SparsifiedSmoothGrad,
-    relaxed_top_indicator,
-)
-from captum_robust.attr._surrogate import softplus_activations, softplus_surrogate
-from captum_robust.attr._surrogate_report import (
-    FunctionalReLUWarning,
-    PiecewiseLinearWarning,
-    SurrogateReport,
-    surrogate_report,
-)
+from captum_robust.attr._sparsified_smoothgrad import SparsifiedSmoothGrad
+from captum_robust.attr._sparsified_smoothgrad import relaxed_top_indicator
+from captum_robust.attr._surrogate import softplus_activations
+from captum_robust.attr._surrogate import softplus_surrogate
+from captum_robust.attr._surrogate_report import FunctionalReLUWarning
+from captum_robust.attr._surrogate_report import PiecewiseLinearWarning
+from captum_robust.attr._surrogate_report import SurrogateReport
+from captum_robust.attr._surrogate_report import surrogate_report
 
 __all__ = [
     "DifferentiableAttribution",

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable
+from collections.abc import Iterator
+from typing import Any
+from typing import TypeVar
 
 import torch
-from captum._utils.common import _run_forward, _select_targets
-from torch import Tensor, nn
+from captum._utils.common import _run_forward
+from captum._utils.common import _select_targets
+from torch import Tensor
+from torch import nn
 
 from captum_robust._utils.second_order import second_order_safe
 from captum_robust._utils.targets import check_class_indices
-from captum_robust._utils.validation import as_tensor_tuple, check_bool, check_number
+from captum_robust._utils.validation import as_tensor_tuple
+from captum_robust._utils.validation import check_bool
+from captum_robust._utils.validation import check_number
 
 __all__ = ["DifferentiableAttribution"]
 

@@ -19,31 +19,29 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from captum._utils.common import (
-    ExpansionTypes,
-    _expand_additional_forward_args,
-    _expand_target,
-    _format_additional_forward_args,
-    _format_output,
-    _format_tensor_into_tuples,
-    _run_forward,
-    _select_targets,
-)
+from captum._utils.common import ExpansionTypes
+from captum._utils.common import _expand_additional_forward_args
+from captum._utils.common import _expand_target
+from captum._utils.common import _format_additional_forward_args
+from captum._utils.common import _format_output
+from captum._utils.common import _format_tensor_into_tuples
+from captum._utils.common import _run_forward
+from captum._utils.common import _select_targets
 from captum.attr import DeepLift
 from captum.attr._utils.common import _call_custom_attribution_func
-from torch import Tensor, nn
+from torch import Tensor
+from torch import nn
 
-from captum_robust._utils.validation import check_bool, check_number
-from captum_robust.attr._base import (
-    DifferentiableAttribution,
-    TensorOrTuple,
-    check_call,
-    check_module,
-    check_outputs,
-    second_order,
-    target_outputs,
-    tracked_inputs,
-)
+from captum_robust._utils.validation import check_bool
+from captum_robust._utils.validation import check_number
+from captum_robust.attr._base import DifferentiableAttribution
+from captum_robust.attr._base import TensorOrTuple
+from captum_robust.attr._base import check_call
+from captum_robust.attr._base import check_module
+from captum_robust.attr._base import check_outputs
+from captum_robust.attr._base import second_order
+from captum_robust.attr._base import target_outputs
+from captum_robust.attr._base import tracked_inputs
 from captum_robust.attr._propagation import replaced_activations
 from captum_robust.attr._smooth_activations import LeakySoftplus
 

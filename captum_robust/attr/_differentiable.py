@@ -7,38 +7,36 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from captum.attr import (
-    LRP,
-    Attribution,
-    Deconvolution,
-    DeepLift,
-    DeepLiftShap,
-    GradientShap,
-    GuidedBackprop,
-    GuidedGradCam,
-    InputXGradient,
-    IntegratedGradients,
-    LayerDeepLift,
-    LayerDeepLiftShap,
-    LayerGradCam,
-    NeuronDeconvolution,
-    NeuronDeepLift,
-    NeuronDeepLiftShap,
-    NeuronGuidedBackprop,
-    NoiseTunnel,
-    PerturbationAttribution,
-    Saliency,
-)
+from captum.attr import LRP
+from captum.attr import Attribution
+from captum.attr import Deconvolution
+from captum.attr import DeepLift
+from captum.attr import DeepLiftShap
+from captum.attr import GradientShap
+from captum.attr import GuidedBackprop
+from captum.attr import GuidedGradCam
+from captum.attr import InputXGradient
+from captum.attr import IntegratedGradients
+from captum.attr import LayerDeepLift
+from captum.attr import LayerDeepLiftShap
+from captum.attr import LayerGradCam
+from captum.attr import NeuronDeconvolution
+from captum.attr import NeuronDeepLift
+from captum.attr import NeuronDeepLiftShap
+from captum.attr import NeuronGuidedBackprop
+from captum.attr import NoiseTunnel
+from captum.attr import PerturbationAttribution
+from captum.attr import Saliency
 from captum.attr._core.guided_backprop_deconvnet import ModifiedReluGradientAttribution
-from torch import Tensor, nn
+from torch import Tensor
+from torch import nn
 
-from captum_robust._utils.validation import check_bool, check_seed
-from captum_robust.attr._base import (
-    DifferentiableAttribution,
-    TensorOrTuple,
-    check_forward_func,
-    second_order,
-)
+from captum_robust._utils.validation import check_bool
+from captum_robust._utils.validation import check_seed
+from captum_robust.attr._base import DifferentiableAttribution
+from captum_robust.attr._base import TensorOrTuple
+from captum_robust.attr._base import check_forward_func
+from captum_robust.attr._base import second_order
 from captum_robust.attr._deeplift import from_captum as _deeplift
 from captum_robust.attr._grad_cam import LayerGradCamAttribution
 from captum_robust.attr._gradient import CaptumGradientAttribution

@@ -17,11 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-from captum_robust.attr._smooth_activations import (
-    smooth_hardsigmoid,
-    smooth_hardtanh,
-    softplus,
-)
+from captum_robust.attr._smooth_activations import smooth_hardsigmoid
+from captum_robust.attr._smooth_activations import smooth_hardtanh
+from captum_robust.attr._smooth_activations import softplus
 from captum_robust.attr._surrogate_report import SurrogateState
 
 __all__ = ["FunctionalMode", "RELU_FAMILY"]

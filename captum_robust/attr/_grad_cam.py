@@ -12,18 +12,18 @@ import torch.nn.functional as F
 from captum._utils.common import _format_additional_forward_args
 from captum._utils.gradient import compute_layer_gradients_and_eval
 from captum.attr import LayerGradCam
-from torch import Tensor, nn
+from torch import Tensor
+from torch import nn
 
-from captum_robust._utils.validation import check_bool, check_choice
-from captum_robust.attr._base import (
-    DifferentiableAttribution,
-    TensorOrTuple,
-    as_module,
-    check_call,
-    check_forward_func,
-    check_target_range,
-    second_order,
-)
+from captum_robust._utils.validation import check_bool
+from captum_robust._utils.validation import check_choice
+from captum_robust.attr._base import DifferentiableAttribution
+from captum_robust.attr._base import TensorOrTuple
+from captum_robust.attr._base import as_module
+from captum_robust.attr._base import check_call
+from captum_robust.attr._base import check_forward_func
+from captum_robust.attr._base import check_target_range
+from captum_robust.attr._base import second_order
 
 LAYOUTS = ("auto", "channels_first", "channels_last", "tokens")
 # Leading tokens that may precede the patch grid when it is inferred: a class

@@ -10,22 +10,18 @@ from typing import Any
 import torch
 from captum.attr import Attribution
 
-from captum_robust._utils.validation import (
-    as_tensor_tuple,
-    check_bool,
-    check_positive_int,
-)
-from captum_robust.attr._base import (
-    DifferentiableAttribution,
-    TensorOrTuple,
-    check_input_tuple,
-    check_target,
-    concat_rows,
-    create_graph_gradients,
-    rows_of,
-    second_order,
-    tracked_inputs,
-)
+from captum_robust._utils.validation import as_tensor_tuple
+from captum_robust._utils.validation import check_bool
+from captum_robust._utils.validation import check_positive_int
+from captum_robust.attr._base import DifferentiableAttribution
+from captum_robust.attr._base import TensorOrTuple
+from captum_robust.attr._base import check_input_tuple
+from captum_robust.attr._base import check_target
+from captum_robust.attr._base import concat_rows
+from captum_robust.attr._base import create_graph_gradients
+from captum_robust.attr._base import rows_of
+from captum_robust.attr._base import second_order
+from captum_robust.attr._base import tracked_inputs
 
 _BOOL_ARGUMENTS = ("abs", "return_convergence_delta")
 

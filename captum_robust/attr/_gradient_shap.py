@@ -13,32 +13,26 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from captum._utils.common import (
-    ExpansionTypes,
-    _expand_additional_forward_args,
-    _expand_target,
-    _format_additional_forward_args,
-    _run_forward,
-)
+from captum._utils.common import ExpansionTypes
+from captum._utils.common import _expand_additional_forward_args
+from captum._utils.common import _expand_target
+from captum._utils.common import _format_additional_forward_args
+from captum._utils.common import _run_forward
 from torch import Tensor
 
-from captum_robust._utils.validation import (
-    check_positive_int,
-    check_seed,
-    resolve_generator,
-)
-from captum_robust.attr._base import (
-    DifferentiableAttribution,
-    TensorOrTuple,
-    check_call,
-    check_forward_func,
-    check_stdevs,
-    create_graph_gradients,
-    rand,
-    randint,
-    randn,
-    second_order,
-)
+from captum_robust._utils.validation import check_positive_int
+from captum_robust._utils.validation import check_seed
+from captum_robust._utils.validation import resolve_generator
+from captum_robust.attr._base import DifferentiableAttribution
+from captum_robust.attr._base import TensorOrTuple
+from captum_robust.attr._base import check_call
+from captum_robust.attr._base import check_forward_func
+from captum_robust.attr._base import check_stdevs
+from captum_robust.attr._base import create_graph_gradients
+from captum_robust.attr._base import rand
+from captum_robust.attr._base import randint
+from captum_robust.attr._base import randn
+from captum_robust.attr._base import second_order
 
 
 def expand_target(target: Any, n: int) -> Any:

@@ -6,18 +6,18 @@ from collections.abc import Callable
 from typing import Any
 
 from captum._utils.common import _format_output
-from captum.attr import GuidedGradCam, LayerAttribution, LayerGradCam
+from captum.attr import GuidedGradCam
+from captum.attr import LayerAttribution
+from captum.attr import LayerGradCam
 from torch import nn
 
 from captum_robust._utils.validation import check_str
-from captum_robust.attr._base import (
-    DifferentiableAttribution,
-    TensorOrTuple,
-    check_call,
-    check_forward_func,
-    check_module,
-    second_order,
-)
+from captum_robust.attr._base import DifferentiableAttribution
+from captum_robust.attr._base import TensorOrTuple
+from captum_robust.attr._base import check_call
+from captum_robust.attr._base import check_forward_func
+from captum_robust.attr._base import check_module
+from captum_robust.attr._base import second_order
 from captum_robust.attr._grad_cam import LayerGradCamAttribution
 from captum_robust.attr._propagation import ModifiedReluAttribution
 

@@ -43,43 +43,39 @@ attack's step, a regulariser's loss) issues one
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
 
 import torch
-from captum._utils.common import (
-    _format_output,
-    _format_tensor_into_tuples,
-    _run_forward,
-    _select_targets,
-)
+from captum._utils.common import _format_output
+from captum._utils.common import _format_tensor_into_tuples
+from captum._utils.common import _run_forward
+from captum._utils.common import _select_targets
 from captum.attr import LRP
-from captum.attr._core.lrp import (
-    SUPPORTED_LAYERS_WITH_RULES,
-    SUPPORTED_NON_LINEAR_LAYERS,
-)
-from captum.attr._utils.lrp_rules import (
-    Alpha1_Beta0_Rule,
-    EpsilonRule,
-    GammaRule,
-    IdentityRule,
-    PropagationRule,
-)
-from torch import Tensor, nn
+from captum.attr._core.lrp import SUPPORTED_LAYERS_WITH_RULES
+from captum.attr._core.lrp import SUPPORTED_NON_LINEAR_LAYERS
+from captum.attr._utils.lrp_rules import Alpha1_Beta0_Rule
+from captum.attr._utils.lrp_rules import EpsilonRule
+from captum.attr._utils.lrp_rules import GammaRule
+from captum.attr._utils.lrp_rules import IdentityRule
+from captum.attr._utils.lrp_rules import PropagationRule
+from torch import Tensor
+from torch import nn
 from torch.func import functional_call
 
-from captum_robust.attr._base import (
-    DifferentiableAttribution,
-    TensorOrTuple,
-    check_call,
-    check_module,
-    check_outputs,
-    create_graph_gradients,
-    patched_forwards,
-    second_order,
-    tracked_inputs,
-)
-from captum_robust.attr._lrp_epsilon import DirectUse, epsilon_warning, small_epsilons
+from captum_robust.attr._base import DifferentiableAttribution
+from captum_robust.attr._base import TensorOrTuple
+from captum_robust.attr._base import check_call
+from captum_robust.attr._base import check_module
+from captum_robust.attr._base import check_outputs
+from captum_robust.attr._base import create_graph_gradients
+from captum_robust.attr._base import patched_forwards
+from captum_robust.attr._base import second_order
+from captum_robust.attr._base import tracked_inputs
+from captum_robust.attr._lrp_epsilon import DirectUse
+from captum_robust.attr._lrp_epsilon import epsilon_warning
+from captum_robust.attr._lrp_epsilon import small_epsilons
 
 __all__ = ["LRPAttribution"]
 

@@ -33,11 +33,14 @@ they select with a ratio of at most 1 (and they are never named by the warning).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from collections.abc import Iterable
 from typing import Any
 
-from captum.attr._utils.lrp_rules import EpsilonRule, PropagationRule
-from torch import Tensor, nn
+from captum.attr._utils.lrp_rules import EpsilonRule
+from captum.attr._utils.lrp_rules import PropagationRule
+from torch import Tensor
+from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 __all__ = ["DirectUse", "LRPEpsilonWarning", "epsilon_warning", "small_epsilons"]

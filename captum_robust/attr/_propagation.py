@@ -9,29 +9,28 @@ operations, so the map carries a graph to the input and the parameters.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
 
 import torch
-from captum._utils.common import (
-    _format_output,
-    _format_tensor_into_tuples,
-    _run_forward,
-)
-from captum.attr import Deconvolution, GuidedBackprop
-from torch import Tensor, nn
+from captum._utils.common import _format_output
+from captum._utils.common import _format_tensor_into_tuples
+from captum._utils.common import _run_forward
+from captum.attr import Deconvolution
+from captum.attr import GuidedBackprop
+from torch import Tensor
+from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from captum_robust.attr._base import (
-    DifferentiableAttribution,
-    TensorOrTuple,
-    check_call,
-    check_module,
-    create_graph_gradients,
-    patched_forwards,
-    second_order,
-    tracked_inputs,
-)
+from captum_robust.attr._base import DifferentiableAttribution
+from captum_robust.attr._base import TensorOrTuple
+from captum_robust.attr._base import check_call
+from captum_robust.attr._base import check_module
+from captum_robust.attr._base import create_graph_gradients
+from captum_robust.attr._base import patched_forwards
+from captum_robust.attr._base import second_order
+from captum_robust.attr._base import tracked_inputs
 from captum_robust.attr._graph import has_curvature
 
 __all__ = ["ModifiedReluAttribution"]

@@ -11,7 +11,8 @@ tends to the original as ``beta -> inf`` and is twice differentiable everywhere.
 from __future__ import annotations
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
+from torch import nn
 
 from captum_robust._utils.validation import check_number
 

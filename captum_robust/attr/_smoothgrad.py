@@ -13,28 +13,25 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from captum_robust._utils.validation import (
-    as_tensor_tuple,
-    check_bool,
-    check_choice,
-    check_positive_int,
-    check_seed,
-    resolve_generator,
-)
-from captum_robust.attr._base import (
-    DifferentiableAttribution,
-    TensorOrTuple,
-    check_call,
-    check_forward_func,
-    check_stdevs,
-    create_graph_gradients,
-    randint,
-    randn,
-    second_order,
-    tracked_inputs,
-)
+from captum_robust._utils.validation import as_tensor_tuple
+from captum_robust._utils.validation import check_bool
+from captum_robust._utils.validation import check_choice
+from captum_robust._utils.validation import check_positive_int
+from captum_robust._utils.validation import check_seed
+from captum_robust._utils.validation import resolve_generator
+from captum_robust.attr._base import DifferentiableAttribution
+from captum_robust.attr._base import TensorOrTuple
+from captum_robust.attr._base import check_call
+from captum_robust.attr._base import check_forward_func
+from captum_robust.attr._base import check_stdevs
+from captum_robust.attr._base import create_graph_gradients
+from captum_robust.attr._base import randint
+from captum_robust.attr._base import randn
+from captum_robust.attr._base import second_order
+from captum_robust.attr._base import tracked_inputs
 from captum_robust.attr._gradient import CaptumGradientAttribution
-from captum_robust.attr._gradient_shap import expand_forward_args, expand_target
+from captum_robust.attr._gradient_shap import expand_forward_args
+from captum_robust.attr._gradient_shap import expand_target
 
 __all__ = ["SmoothGrad"]
 

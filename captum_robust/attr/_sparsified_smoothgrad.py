@@ -11,25 +11,25 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from captum.attr import Attribution, Saliency
-from torch import Tensor, nn
+from captum.attr import Attribution
+from captum.attr import Saliency
+from torch import Tensor
+from torch import nn
 
-from captum_robust._utils.validation import (
-    check_bool,
-    check_number,
-    check_positive_int,
-    check_seed,
-    resolve_generator,
-)
-from captum_robust.attr._base import (
-    DifferentiableAttribution,
-    TensorOrTuple,
-    check_input_tuple,
-    check_target,
-)
+from captum_robust._utils.validation import check_bool
+from captum_robust._utils.validation import check_number
+from captum_robust._utils.validation import check_positive_int
+from captum_robust._utils.validation import check_seed
+from captum_robust._utils.validation import resolve_generator
+from captum_robust.attr._base import DifferentiableAttribution
+from captum_robust.attr._base import TensorOrTuple
+from captum_robust.attr._base import check_input_tuple
+from captum_robust.attr._base import check_target
 from captum_robust.attr._differentiable import differentiable
-from captum_robust.metrics._certified import check_sparsity, sparsified_samples
-from captum_robust.metrics._maps import ChannelReduction, check_map_options
+from captum_robust.metrics._certified import check_sparsity
+from captum_robust.metrics._certified import sparsified_samples
+from captum_robust.metrics._maps import ChannelReduction
+from captum_robust.metrics._maps import check_map_options
 
 __all__ = ["SparsifiedSmoothGrad", "relaxed_top_indicator"]
 

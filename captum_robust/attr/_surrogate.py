@@ -34,25 +34,24 @@ import types
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
+from typing import TypeVar
 
 from torch import nn
 
-from captum_robust._utils.validation import check_bool, check_number
-from captum_robust.attr._functional_smoothing import RELU_FAMILY, FunctionalMode
-from captum_robust.attr._smooth_activations import (
-    LeakySoftplus,
-    SmoothHardsigmoid,
-    SmoothHardswish,
-    SmoothHardtanh,
-)
-from captum_robust.attr._surrogate_report import (
-    REPORT_KEY,
-    FunctionalReLUWarning,
-    PiecewiseLinearWarning,
-    SurrogateReport,
-    SurrogateState,
-)
+from captum_robust._utils.validation import check_bool
+from captum_robust._utils.validation import check_number
+from captum_robust.attr._functional_smoothing import RELU_FAMILY
+from captum_robust.attr._functional_smoothing import FunctionalMode
+from captum_robust.attr._smooth_activations import LeakySoftplus
+from captum_robust.attr._smooth_activations import SmoothHardsigmoid
+from captum_robust.attr._smooth_activations import SmoothHardswish
+from captum_robust.attr._smooth_activations import SmoothHardtanh
+from captum_robust.attr._surrogate_report import REPORT_KEY
+from captum_robust.attr._surrogate_report import FunctionalReLUWarning
+from captum_robust.attr._surrogate_report import PiecewiseLinearWarning
+from captum_robust.attr._surrogate_report import SurrogateReport
+from captum_robust.attr._surrogate_report import SurrogateState
 
 __all__ = ["softplus_activations", "softplus_surrogate"]
 

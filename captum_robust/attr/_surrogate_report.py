@@ -6,7 +6,8 @@ The report, with the surrogate's settings, is kept in the surrogate module's
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 
 from torch import nn

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 # command a subpackage of the API reference, which it is not.
 from captum_robust.cli._builders import default_k as default_k
 from captum_robust.cli._commands import run_settings as run_settings
-from captum_robust.cli._common import CommandError, one_line
+from captum_robust.cli._common import CommandError
+from captum_robust.cli._common import one_line
 from captum_robust.cli._data import silhouette_digits as silhouette_digits
 from captum_robust.cli._models import IMAGENET_MEAN as IMAGENET_MEAN
 from captum_robust.cli._models import IMAGENET_STD as IMAGENET_STD

@@ -7,10 +7,12 @@ import argparse
 import math
 from typing import Any
 
-from torch import Tensor, nn
+from torch import Tensor
+from torch import nn
 
 from captum_robust.cli._common import CommandError
-from captum_robust.cli._models import default_layer, warn_if_single_cell
+from captum_robust.cli._models import default_layer
+from captum_robust.cli._models import warn_if_single_cell
 
 ATTRIBUTIONS = (
     "saliency",
@@ -53,14 +55,13 @@ def default_k(height: int, width: int) -> int:
 def build_attribution(
     args: argparse.Namespace, model: nn.Module, inner: nn.Module, example: Tensor
 ) -> tuple[Any, dict[str, Any], str]:
-    from captum.attr import (
-        InputXGradient,
-        IntegratedGradients,
-        LayerGradCam,
-        Saliency,
-    )
+    from captum.attr import InputXGradient
+    from captum.attr import IntegratedGradients
+    from captum.attr import LayerGradCam
+    from captum.attr import Saliency
 
-    from captum_robust.attr import SmoothGrad, differentiable
+    from captum_robust.attr import SmoothGrad
+    from captum_robust.attr import differentiable
 
     for option, value, method in (
         ("--ig-steps", args.ig_steps, "integrated-gradients"),
@@ -107,7 +108,9 @@ def build_attack(
     kwargs: dict,
     k: int,
 ) -> Any:
-    from captum_robust.attacks import MassCenterAttack, RandomAttack, TopKAttack
+    from captum_robust.attacks import MassCenterAttack
+    from captum_robust.attacks import RandomAttack
+    from captum_robust.attacks import TopKAttack
 
     criterion = args.criterion or (
         "center_shift" if args.attack == "mass-center" else "topk"

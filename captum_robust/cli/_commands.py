@@ -15,20 +15,18 @@ from typing import Any
 
 import torch
 
-from captum_robust.cli._builders import (
-    ATTACK_NAMES,
-    build_attack,
-    build_attribution,
-    default_k,
-)
-from captum_robust.cli._common import (
-    CommandError,
-    check_device,
-    check_output,
-    one_line,
-)
+from captum_robust.cli._builders import ATTACK_NAMES
+from captum_robust.cli._builders import build_attack
+from captum_robust.cli._builders import build_attribution
+from captum_robust.cli._builders import default_k
+from captum_robust.cli._common import CommandError
+from captum_robust.cli._common import check_device
+from captum_robust.cli._common import check_output
+from captum_robust.cli._common import one_line
 from captum_robust.cli._data import load_dataset
-from captum_robust.cli._models import NormalizedModel, input_normalization, load_model
+from captum_robust.cli._models import NormalizedModel
+from captum_robust.cli._models import input_normalization
+from captum_robust.cli._models import load_model
 
 # Option values that do not change a single record: a resume may differ in them.
 # The number of samples is one of them: a resumed run may go on over more samples.
@@ -45,7 +43,8 @@ _NOT_FINGERPRINTED = (
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    from captum_robust.experiments import DemoSettings, run_demo
+    from captum_robust.experiments import DemoSettings
+    from captum_robust.experiments import run_demo
 
     check_output(Path(args.output))
     run_demo(
@@ -55,12 +54,10 @@ def demo_command(args: argparse.Namespace) -> int:
 
 
 def reproduce_command(args: argparse.Namespace) -> int:
-    from captum_robust.experiments._reproduce import (
-        METHODS,
-        MISSING_MLXTEND,
-        ReproduceSettings,
-        run_reproduction,
-    )
+    from captum_robust.experiments._reproduce import METHODS
+    from captum_robust.experiments._reproduce import MISSING_MLXTEND
+    from captum_robust.experiments._reproduce import ReproduceSettings
+    from captum_robust.experiments._reproduce import run_reproduction
 
     try:
         import mlxtend  # noqa: F401
@@ -158,12 +155,10 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
 def _evaluate_on_this_rank(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
-    from captum_robust.evaluation import (
-        ReportRow,
-        evaluate_robustness,
-        format_table,
-        write_report,
-    )
+    from captum_robust.evaluation import ReportRow
+    from captum_robust.evaluation import evaluate_robustness
+    from captum_robust.evaluation import format_table
+    from captum_robust.evaluation import write_report
     from captum_robust.evaluation._distributed import rank_and_world
 
     # The factory may draw initial weights: same seed, same model on every rank.

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+from torch import nn
 
-from captum_robust.cli._common import CommandError, one_line
+from captum_robust.cli._common import CommandError
+from captum_robust.cli._common import one_line
 
 # torchvision's ImageNet weights expect inputs normalised with these statistics.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -5,19 +5,17 @@ from __future__ import annotations
 import argparse
 import math
 
-from captum_robust.cli._builders import ATTACKS, ATTRIBUTIONS
-from captum_robust.cli._commands import (
-    demo_command,
-    evaluate_command,
-    reproduce_command,
-)
+from captum_robust.cli._builders import ATTACKS
+from captum_robust.cli._builders import ATTRIBUTIONS
+from captum_robust.cli._commands import demo_command
+from captum_robust.cli._commands import evaluate_command
+from captum_robust.cli._commands import reproduce_command
 from captum_robust.cli._data import DATASETS
-from captum_robust.cli._models import IMAGENET_MEAN, IMAGENET_STD
-from captum_robust.metrics._registry import (
-    CRITERION_NAMES,
-    DEFAULT_METRIC_NAMES,
-    METRIC_NAMES,
-)
+from captum_robust.cli._models import IMAGENET_MEAN
+from captum_robust.cli._models import IMAGENET_STD
+from captum_robust.metrics._registry import CRITERION_NAMES
+from captum_robust.metrics._registry import DEFAULT_METRIC_NAMES
+from captum_robust.metrics._registry import METRIC_NAMES
 
 EPILOG = """\
 examples:

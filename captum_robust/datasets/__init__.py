@@ -7,19 +7,15 @@ sets that ship segmentations (:class:`OxfordIIITPetSilhouettes`,
 is ``(image, label, mask)`` and a DataLoader yields ``(images, labels, masks)``.
 """
 
-from captum_robust.datasets._adapters import (
-    VOC_CLASSES,
-    ImageFolderWithMasks,
-    OxfordIIITPetSilhouettes,
-    VOCSegmentationMasks,
-)
-from captum_robust.datasets._silhouette import (
-    CLASS_NAMES,
-    TEXTURE_NAMES,
-    SilhouetteDigits,
-    SilhouetteDigitsBatch,
-    make_silhouette_digits,
-)
+from captum_robust.datasets._adapters import VOC_CLASSES
+from captum_robust.datasets._adapters import ImageFolderWithMasks
+from captum_robust.datasets._adapters import OxfordIIITPetSilhouettes
+from captum_robust.datasets._adapters import VOCSegmentationMasks
+from captum_robust.datasets._silhouette import CLASS_NAMES
+from captum_robust.datasets._silhouette import TEXTURE_NAMES
+from captum_robust.datasets._silhouette import SilhouetteDigits
+from captum_robust.datasets._silhouette import SilhouetteDigitsBatch
+from captum_robust.datasets._silhouette import make_silhouette_digits
 
 __all__ = [
     "CLASS_NAMES",

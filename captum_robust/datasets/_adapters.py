@@ -20,7 +20,8 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from captum_robust._utils.validation import check_choice, check_positive_int
+from captum_robust._utils.validation import check_choice
+from captum_robust._utils.validation import check_positive_int
 
 __all__ = [
     "VOC_CLASSES",

@@ -10,7 +10,8 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from dataclasses import fields
 
 import numpy as np
 import torch
@@ -18,12 +19,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from captum_robust._utils.validation import (
-    check_bool,
-    check_choice,
-    check_number,
-    check_positive_int,
-)
+from captum_robust._utils.validation import check_bool
+from captum_robust._utils.validation import check_choice
+from captum_robust._utils.validation import check_number
+from captum_robust._utils.validation import check_positive_int
 
 __all__ = [
     "CLASS_NAMES",

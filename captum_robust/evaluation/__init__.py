@@ -1,10 +1,14 @@
 """Evaluate a model's attribution robustness over a data loader."""
 
-from captum_robust.evaluation._evaluate import EvaluationResult, evaluate_robustness
-from captum_robust.evaluation._records import RecordLog, RecordsMismatchError
+from captum_robust.evaluation._evaluate import EvaluationResult
+from captum_robust.evaluation._evaluate import evaluate_robustness
+from captum_robust.evaluation._records import RecordLog
+from captum_robust.evaluation._records import RecordsMismatchError
 from captum_robust.evaluation._report import write_report
-from captum_robust.evaluation._report_table import ReportRow, format_table
-from captum_robust.evaluation._summary import METRICS, summarize
+from captum_robust.evaluation._report_table import ReportRow
+from captum_robust.evaluation._report_table import format_table
+from captum_robust.evaluation._summary import METRICS
+from captum_robust.evaluation._summary import summarize
 
 # The demo and the reproduction train models, so they moved up to
 # captum_robust.experiments, which imports this package. Their names are still

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, Sampler
+from torch.utils.data import DataLoader
+from torch.utils.data import DistributedSampler
+from torch.utils.data import IterableDataset
+from torch.utils.data import Sampler
 
 
 def rank_and_world() -> tuple[int, int]:

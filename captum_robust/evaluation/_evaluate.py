@@ -4,45 +4,44 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+from torch import nn
 
 from captum_robust._utils.modes import eval_mode
 from captum_robust._utils.progress import progress_bar as tqdm
 from captum_robust._utils.targets import check_class_range
-from captum_robust.evaluation._distributed import (
-    broadcast_object,
-    gather_objects,
-    rank_and_world,
-    rank_files,
-    rank_path,
-    shard_loader,
-    synchronize,
-)
-from captum_robust.evaluation._evaluate_checks import (
-    check_evaluate_arguments,
-    checked_batch,
-)
-from captum_robust.evaluation._fingerprint import (
-    check_same_settings,
-    describe,
-    module_digest,
-    sample_digest,
-)
-from captum_robust.evaluation._records import (
-    Record,
-    RecordLog,
-    read_records,
-    read_settings,
-    write_settings,
-)
-from captum_robust.evaluation._summary import METRIC_NAMES, summarize
-from captum_robust.metrics._registry import ScoreInputs, score_batch
+from captum_robust.evaluation._distributed import broadcast_object
+from captum_robust.evaluation._distributed import gather_objects
+from captum_robust.evaluation._distributed import rank_and_world
+from captum_robust.evaluation._distributed import rank_files
+from captum_robust.evaluation._distributed import rank_path
+from captum_robust.evaluation._distributed import shard_loader
+from captum_robust.evaluation._distributed import synchronize
+from captum_robust.evaluation._evaluate_checks import check_evaluate_arguments
+from captum_robust.evaluation._evaluate_checks import checked_batch
+from captum_robust.evaluation._fingerprint import check_same_settings
+from captum_robust.evaluation._fingerprint import describe
+from captum_robust.evaluation._fingerprint import module_digest
+from captum_robust.evaluation._fingerprint import sample_digest
+from captum_robust.evaluation._records import Record
+from captum_robust.evaluation._records import RecordLog
+from captum_robust.evaluation._records import read_records
+from captum_robust.evaluation._records import read_settings
+from captum_robust.evaluation._records import write_settings
+from captum_robust.evaluation._summary import METRIC_NAMES
+from captum_robust.evaluation._summary import summarize
+from captum_robust.metrics._registry import ScoreInputs
+from captum_robust.metrics._registry import score_batch
 
 
 @dataclass
@@ -609,7 +608,8 @@ def _collect_figure_samples(
 
 
 def _write_figure(figure_batch: dict[str, list[Any]], folder: Path) -> Path:
-    from captum_robust.visualization import plot_attack_examples, save_figure
+    from captum_robust.visualization import plot_attack_examples
+    from captum_robust.visualization import save_figure
 
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {

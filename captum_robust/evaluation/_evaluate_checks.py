@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+from torch import nn
 
 from captum_robust._utils.targets import check_class_indices
-from captum_robust._utils.validation import (
-    check_bool,
-    check_choice,
-    check_confidence,
-    check_finite,
-    check_positive_int,
-    check_str,
-)
+from captum_robust._utils.validation import check_bool
+from captum_robust._utils.validation import check_choice
+from captum_robust._utils.validation import check_confidence
+from captum_robust._utils.validation import check_finite
+from captum_robust._utils.validation import check_positive_int
+from captum_robust._utils.validation import check_str
 from captum_robust.evaluation._fingerprint import check_json
-from captum_robust.evaluation._records import Record, check_records_path
+from captum_robust.evaluation._records import Record
+from captum_robust.evaluation._records import check_records_path
 from captum_robust.evaluation._summary import METRICS
 from captum_robust.metrics import certified_topk_overlap
 from captum_robust.metrics._registry import METRICS as METRIC_REGISTRY

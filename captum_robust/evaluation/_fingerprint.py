@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+from torch import nn
 
 from captum_robust.evaluation._records import RecordsMismatchError
 

@@ -8,19 +8,21 @@ module writes both files.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from captum_robust._utils.validation import check_path, check_str
-from captum_robust.evaluation._report_html import (
-    json_safe,
-    ordered_figures,
-    report_page,
-    summary_chart,
-)
-from captum_robust.evaluation._report_table import ReportRow, check_rows
-from captum_robust.evaluation._report_verdicts import main_attack, verdicts
+from captum_robust._utils.validation import check_path
+from captum_robust._utils.validation import check_str
+from captum_robust.evaluation._report_html import json_safe
+from captum_robust.evaluation._report_html import ordered_figures
+from captum_robust.evaluation._report_html import report_page
+from captum_robust.evaluation._report_html import summary_chart
+from captum_robust.evaluation._report_table import ReportRow
+from captum_robust.evaluation._report_table import check_rows
+from captum_robust.evaluation._report_verdicts import main_attack
+from captum_robust.evaluation._report_verdicts import verdicts
 
 
 def write_report(

@@ -7,24 +7,21 @@ import html
 import io
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from captum_robust.evaluation._report_table import (
-    ReportRow,
-    check_rows,
-    confidence_levels,
-    statistic,
-    table_cells,
-)
-from captum_robust.evaluation._report_verdicts import (
-    RANDOM_ATTACK,
-    accuracy_counts,
-    main_attack,
-    mean_stats,
-    unique,
-)
+from captum_robust.evaluation._report_table import ReportRow
+from captum_robust.evaluation._report_table import check_rows
+from captum_robust.evaluation._report_table import confidence_levels
+from captum_robust.evaluation._report_table import statistic
+from captum_robust.evaluation._report_table import table_cells
+from captum_robust.evaluation._report_verdicts import RANDOM_ATTACK
+from captum_robust.evaluation._report_verdicts import accuracy_counts
+from captum_robust.evaluation._report_verdicts import main_attack
+from captum_robust.evaluation._report_verdicts import mean_stats
+from captum_robust.evaluation._report_verdicts import unique
 from captum_robust.evaluation._summary import proportion_interval
 
 _CHART_METRICS = (

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 
-from captum_robust._utils.validation import check_choice, check_str
-from captum_robust.evaluation._report_table import ReportRow, check_rows
-from captum_robust.evaluation._summary import (
-    difference_interval,
-    proportion_difference_interval,
-    proportion_interval,
-)
+from captum_robust._utils.validation import check_choice
+from captum_robust._utils.validation import check_str
+from captum_robust.evaluation._report_table import ReportRow
+from captum_robust.evaluation._report_table import check_rows
+from captum_robust.evaluation._summary import difference_interval
+from captum_robust.evaluation._summary import proportion_difference_interval
+from captum_robust.evaluation._summary import proportion_interval
 from captum_robust.metrics._registry import METRICS
 
 RANDOM_ATTACK = "RandomAttack"

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 
 import scipy.stats
 import torch
 from torch import Tensor
 
-from captum_robust._utils.validation import check_choice, check_confidence
+from captum_robust._utils.validation import check_choice
+from captum_robust._utils.validation import check_confidence
 from captum_robust.evaluation._records import Record
 from captum_robust.metrics import PerSampleMean
-from captum_robust.metrics._registry import (
-    DEFAULT_METRIC_NAMES,
-    score_fields,
-)
-from captum_robust.metrics._registry import (
-    METRIC_NAMES as METRICS,
-)
+from captum_robust.metrics._registry import DEFAULT_METRIC_NAMES
+from captum_robust.metrics._registry import METRIC_NAMES as METRICS
+from captum_robust.metrics._registry import score_fields
 
 # evaluate_robustness's default metrics (kept here so that the summary does not
 # import the evaluation loop); METRICS is every name it accepts.

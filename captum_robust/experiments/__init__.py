@@ -8,13 +8,14 @@ are built on :mod:`captum_robust.evaluation`, :mod:`captum_robust.attacks` and
 ``captum-robust reproduce`` run.
 """
 
-from captum_robust.experiments._demo import DemoSettings, demo_model, run_demo
+from captum_robust.experiments._demo import DemoSettings
+from captum_robust.experiments._demo import demo_model
+from captum_robust.experiments._demo import run_demo
 from captum_robust.experiments._reproduce import run_reproduction
-from captum_robust.experiments._reproduce_settings import CHEN_MNIST, ReproduceSettings
-from captum_robust.experiments._reproduce_training import (
-    load_mnist_subset,
-    mnist_model,
-)
+from captum_robust.experiments._reproduce_settings import CHEN_MNIST
+from captum_robust.experiments._reproduce_settings import ReproduceSettings
+from captum_robust.experiments._reproduce_training import load_mnist_subset
+from captum_robust.experiments._reproduce_training import mnist_model
 
 __all__ = [
     "CHEN_MNIST",

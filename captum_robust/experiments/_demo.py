@@ -7,37 +7,38 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from captum.attr import IntegratedGradients, Saliency
+from captum.attr import IntegratedGradients
+from captum.attr import Saliency
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
+from torch.utils.data import TensorDataset
 
 from captum_robust._utils.progress import progress_bar as tqdm
-from captum_robust._utils.validation import (
-    check_bool,
-    check_number,
-    check_path,
-    check_positive_int,
-)
-from captum_robust.attacks import RandomAttack, TopKAttack
+from captum_robust._utils.validation import check_bool
+from captum_robust._utils.validation import check_number
+from captum_robust._utils.validation import check_path
+from captum_robust._utils.validation import check_positive_int
+from captum_robust.attacks import RandomAttack
+from captum_robust.attacks import TopKAttack
 from captum_robust.datasets import make_silhouette_digits
 
 # From the defining modules: the package's face serves this package's names
 # back (lazily), and importing it here would close that circle.
 from captum_robust.evaluation._evaluate import evaluate_robustness
 from captum_robust.evaluation._report import write_report
-from captum_robust.evaluation._report_table import ReportRow, format_table
+from captum_robust.evaluation._report_table import ReportRow
+from captum_robust.evaluation._report_table import format_table
 from captum_robust.evaluation._report_verdicts import verdicts
-from captum_robust.regularizers import (
-    IGSumNorm,
-    LocalGradientAlignment,
-    replace_global_pool,
-)
+from captum_robust.regularizers import IGSumNorm
+from captum_robust.regularizers import LocalGradientAlignment
+from captum_robust.regularizers import replace_global_pool
 
 
 def demo_model(num_classes: int = 10, in_channels: int = 3) -> nn.Module:

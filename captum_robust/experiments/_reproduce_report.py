@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from captum_robust.experiments._reproduce_settings import ReproduceSettings
-from captum_robust.experiments._reproduce_stats import (
-    mean_interval,
-    paired_difference,
-    sign_verdict,
-)
+from captum_robust.experiments._reproduce_stats import mean_interval
+from captum_robust.experiments._reproduce_stats import paired_difference
+from captum_robust.experiments._reproduce_stats import sign_verdict
 
 METRICS = ("topk", "kendall")
 

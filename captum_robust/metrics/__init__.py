@@ -33,74 +33,58 @@ while a NaN sample is left out of the streaming means and counted in their
 ``nan_count``.
 """
 
-from captum_robust.metrics._center import center_of_mass, center_of_mass_shift
-from captum_robust.metrics._certified import (
-    CertifiedTopK,
-    certified_topk_overlap,
-    topk_overlap_certificate,
-)
-from captum_robust.metrics._correlation import kendall_tau, spearman_correlation
-from captum_robust.metrics._faithfulness import (
-    deletion_area,
-    deletion_curve,
-    insertion_area,
-    insertion_curve,
-)
-from captum_robust.metrics._localisation import (
-    mask_iou,
-    pointing_game,
-    relevance_rank_accuracy,
-    silhouette_overlap,
-)
-from captum_robust.metrics._maps import (
-    flatten_attribution,
-    prepare_mask,
-    spatial_attribution,
-)
-from captum_robust.metrics._sensitivity import (
-    avg_sensitivity,
-    local_lipschitz_estimate,
-    max_sensitivity,
-    random_perturbation_similarity,
-)
-from captum_robust.metrics._similarity import (
-    cosine_similarity,
-    mean_squared_error,
-    pearson_correlation,
-    structural_similarity,
-)
-from captum_robust.metrics._stability import (
-    relative_input_stability,
-    relative_output_stability,
-    relative_representation_stability,
-)
-from captum_robust.metrics._streaming import (
-    CenterOfMassShift,
-    KendallTau,
-    MaskIoU,
-    PerSampleMean,
-    PointingGame,
-    RelevanceRankAccuracy,
-    SilhouetteOverlap,
-    SpearmanCorrelation,
-    TopKIntersection,
-)
+from captum_robust.metrics._center import center_of_mass
+from captum_robust.metrics._center import center_of_mass_shift
+from captum_robust.metrics._certified import CertifiedTopK
+from captum_robust.metrics._certified import certified_topk_overlap
+from captum_robust.metrics._certified import topk_overlap_certificate
+from captum_robust.metrics._correlation import kendall_tau
+from captum_robust.metrics._correlation import spearman_correlation
+from captum_robust.metrics._faithfulness import deletion_area
+from captum_robust.metrics._faithfulness import deletion_curve
+from captum_robust.metrics._faithfulness import insertion_area
+from captum_robust.metrics._faithfulness import insertion_curve
+from captum_robust.metrics._localisation import mask_iou
+from captum_robust.metrics._localisation import pointing_game
+from captum_robust.metrics._localisation import relevance_rank_accuracy
+from captum_robust.metrics._localisation import silhouette_overlap
+from captum_robust.metrics._maps import flatten_attribution
+from captum_robust.metrics._maps import prepare_mask
+from captum_robust.metrics._maps import spatial_attribution
+from captum_robust.metrics._sensitivity import avg_sensitivity
+from captum_robust.metrics._sensitivity import local_lipschitz_estimate
+from captum_robust.metrics._sensitivity import max_sensitivity
+from captum_robust.metrics._sensitivity import random_perturbation_similarity
+from captum_robust.metrics._similarity import cosine_similarity
+from captum_robust.metrics._similarity import mean_squared_error
+from captum_robust.metrics._similarity import pearson_correlation
+from captum_robust.metrics._similarity import structural_similarity
+from captum_robust.metrics._stability import relative_input_stability
+from captum_robust.metrics._stability import relative_output_stability
+from captum_robust.metrics._stability import relative_representation_stability
+from captum_robust.metrics._streaming import CenterOfMassShift
+from captum_robust.metrics._streaming import KendallTau
+from captum_robust.metrics._streaming import MaskIoU
+from captum_robust.metrics._streaming import PerSampleMean
+from captum_robust.metrics._streaming import PointingGame
+from captum_robust.metrics._streaming import RelevanceRankAccuracy
+from captum_robust.metrics._streaming import SilhouetteOverlap
+from captum_robust.metrics._streaming import SpearmanCorrelation
+from captum_robust.metrics._streaming import TopKIntersection
 from captum_robust.metrics._streaming_certified import CertifiedTopKOverlap
-from captum_robust.metrics._streaming_similarity import (
-    AvgSensitivity,
-    CosineSimilarity,
-    DeletionArea,
-    InsertionArea,
-    LocalLipschitzEstimate,
-    MaxSensitivity,
-    MeanSquaredError,
-    PearsonCorrelation,
-    RandomPerturbationSimilarity,
-    RelativeInputStability,
-    RelativeOutputStability,
-    RelativeRepresentationStability,
-    StructuralSimilarity,
-)
+from captum_robust.metrics._streaming_similarity import AvgSensitivity
+from captum_robust.metrics._streaming_similarity import CosineSimilarity
+from captum_robust.metrics._streaming_similarity import DeletionArea
+from captum_robust.metrics._streaming_similarity import InsertionArea
+from captum_robust.metrics._streaming_similarity import LocalLipschitzEstimate
+from captum_robust.metrics._streaming_similarity import MaxSensitivity
+from captum_robust.metrics._streaming_similarity import MeanSquaredError
+from captum_robust.metrics._streaming_similarity import PearsonCorrelation
+from captum_robust.metrics._streaming_similarity import RandomPerturbationSimilarity
+from captum_robust.metrics._streaming_similarity import RelativeInputStability
+from captum_robust.metrics._streaming_similarity import RelativeOutputStability
+from captum_robust.metrics._streaming_similarity import RelativeRepresentationStability
+from captum_robust.metrics._streaming_similarity import StructuralSimilarity
 from captum_robust.metrics._topk import topk_intersection
 
 __all__ = [

@@ -5,13 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from captum_robust.metrics._maps import (
-    ChannelReduction,
-    TensorOrTuple,
-    scaled_sums,
-    spatial_attribution,
-    unit_scale,
-)
+from captum_robust.metrics._maps import ChannelReduction
+from captum_robust.metrics._maps import TensorOrTuple
+from captum_robust.metrics._maps import scaled_sums
+from captum_robust.metrics._maps import spatial_attribution
+from captum_robust.metrics._maps import unit_scale
 from captum_robust.metrics._pairwise import paired_maps
 
 

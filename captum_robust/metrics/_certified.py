@@ -22,37 +22,36 @@ import contextlib
 import functools
 import math
 import warnings
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Literal, NamedTuple
+from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Mapping
+from typing import Any
+from typing import Literal
+from typing import NamedTuple
 
 import numpy as np
 import scipy.stats
 import torch
 from torch import Tensor
 
-from captum_robust._utils.validation import (
-    as_tensor_tuple,
-    check_bool,
-    check_finite,
-    check_float_tensors,
-    check_number,
-    check_positive_int,
-    check_str_choice,
-    resolve_generator,
-)
-from captum_robust.metrics._maps import (
-    ChannelReduction,
-    check_map_options,
-    flatten_attribution,
-    reduced_shape,
-)
-from captum_robust.metrics._perturbation import (
-    _check_kwargs,
-    _check_target,
-    _explain_callable,
-)
+from captum_robust._utils.validation import as_tensor_tuple
+from captum_robust._utils.validation import check_bool
+from captum_robust._utils.validation import check_finite
+from captum_robust._utils.validation import check_float_tensors
+from captum_robust._utils.validation import check_number
+from captum_robust._utils.validation import check_positive_int
+from captum_robust._utils.validation import check_str_choice
+from captum_robust._utils.validation import resolve_generator
+from captum_robust.metrics._maps import ChannelReduction
+from captum_robust.metrics._maps import check_map_options
+from captum_robust.metrics._maps import flatten_attribution
+from captum_robust.metrics._maps import reduced_shape
+from captum_robust.metrics._perturbation import _check_kwargs
+from captum_robust.metrics._perturbation import _check_target
+from captum_robust.metrics._perturbation import _explain_callable
 from captum_robust.metrics._ranking import order_keys
-from captum_robust.metrics._topk import _top_indices, topk_mask
+from captum_robust.metrics._topk import _top_indices
+from captum_robust.metrics._topk import topk_mask
 
 Bound = Literal["hoeffding", "binomial"]
 BOUNDS = ("hoeffding", "binomial")

@@ -5,15 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from captum_robust.metrics._maps import ChannelReduction, TensorOrTuple
+from captum_robust.metrics._maps import ChannelReduction
+from captum_robust.metrics._maps import TensorOrTuple
 from captum_robust.metrics._pairwise import flat_pair_for_ranking
-from captum_robust.metrics._ranking import (
-    average_ranks,
-    count_inversions,
-    new_run_mask,
-    order_keys,
-    tied_pairs_from_runs,
-)
+from captum_robust.metrics._ranking import average_ranks
+from captum_robust.metrics._ranking import count_inversions
+from captum_robust.metrics._ranking import new_run_mask
+from captum_robust.metrics._ranking import order_keys
+from captum_robust.metrics._ranking import tied_pairs_from_runs
 
 # Elements per chunk of rows on a CPU; measured best on 2 cores.
 _CPU_CHUNK_ELEMENTS = 1 << 19

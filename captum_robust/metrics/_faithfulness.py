@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+from torch import nn
 
 from captum_robust._utils.modes import eval_mode
 from captum_robust._utils.targets import check_class_indices
-from captum_robust._utils.validation import (
-    check_bool,
-    check_finite,
-    check_float_tensors,
-    check_number,
-    check_positive_int,
-)
-from captum_robust.metrics._maps import (
-    ChannelReduction,
-    TensorOrTuple,
-    check_map_options,
-    spatial_attribution,
-)
+from captum_robust._utils.validation import check_bool
+from captum_robust._utils.validation import check_finite
+from captum_robust._utils.validation import check_float_tensors
+from captum_robust._utils.validation import check_number
+from captum_robust._utils.validation import check_positive_int
+from captum_robust.metrics._maps import ChannelReduction
+from captum_robust.metrics._maps import TensorOrTuple
+from captum_robust.metrics._maps import check_map_options
+from captum_robust.metrics._maps import spatial_attribution
 
 
 def _pixel_ranks(maps: Tensor) -> Tensor:

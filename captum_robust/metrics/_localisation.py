@@ -8,20 +8,17 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from captum_robust._utils.validation import (
-    check_number,
-    check_same_device,
-    check_str_choice,
-)
-from captum_robust.metrics._maps import (
-    ChannelReduction,
-    TensorOrTuple,
-    prepare_mask,
-    scaled_sums,
-    spatial_attribution,
-    unit_scale,
-)
-from captum_robust.metrics._topk import constant_rows, topk_mask
+from captum_robust._utils.validation import check_number
+from captum_robust._utils.validation import check_same_device
+from captum_robust._utils.validation import check_str_choice
+from captum_robust.metrics._maps import ChannelReduction
+from captum_robust.metrics._maps import TensorOrTuple
+from captum_robust.metrics._maps import prepare_mask
+from captum_robust.metrics._maps import scaled_sums
+from captum_robust.metrics._maps import spatial_attribution
+from captum_robust.metrics._maps import unit_scale
+from captum_robust.metrics._topk import constant_rows
+from captum_robust.metrics._topk import topk_mask
 
 ThresholdMode = Literal["max_fraction", "top_fraction"]
 THRESHOLD_MODES = ("max_fraction", "top_fraction")

@@ -9,13 +9,11 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from captum_robust._utils.validation import (
-    as_tensor_tuple,
-    check_bool,
-    check_float_tensors,
-    check_same_device,
-    check_str_choice,
-)
+from captum_robust._utils.validation import as_tensor_tuple
+from captum_robust._utils.validation import check_bool
+from captum_robust._utils.validation import check_float_tensors
+from captum_robust._utils.validation import check_same_device
+from captum_robust._utils.validation import check_str_choice
 
 ChannelReduction = Literal["sum", "mean", "max", "none"]
 CHANNEL_REDUCTIONS = ("sum", "mean", "max", "none")

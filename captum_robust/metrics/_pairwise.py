@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from captum_robust._utils.validation import as_tensor_tuple, check_same_device
-from captum_robust.metrics._maps import (
-    ChannelReduction,
-    TensorOrTuple,
-    check_map_options,
-    flatten_attribution,
-    reduced_shape,
-    spatial_attribution,
-)
+from captum_robust._utils.validation import as_tensor_tuple
+from captum_robust._utils.validation import check_same_device
+from captum_robust.metrics._maps import ChannelReduction
+from captum_robust.metrics._maps import TensorOrTuple
+from captum_robust.metrics._maps import check_map_options
+from captum_robust.metrics._maps import flatten_attribution
+from captum_robust.metrics._maps import reduced_shape
+from captum_robust.metrics._maps import spatial_attribution
 
 
 def _check_same_structure(

@@ -27,20 +27,21 @@ import math
 import re
 import typing
 import warnings
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Literal
+from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Mapping
+from typing import Any
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from captum_robust._utils.targets import check_class_indices
-from captum_robust._utils.validation import (
-    check_finite,
-    check_float_tensors,
-    check_number,
-    check_positive_int,
-    check_str_choice,
-)
+from captum_robust._utils.validation import check_finite
+from captum_robust._utils.validation import check_float_tensors
+from captum_robust._utils.validation import check_number
+from captum_robust._utils.validation import check_positive_int
+from captum_robust._utils.validation import check_str_choice
 from captum_robust.metrics._maps import flatten_attribution
 
 Norm = Literal["linf", "l2"]

@@ -11,28 +11,28 @@ for a new metric, writing its function).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 
 from torch import Tensor
 
 from captum_robust.metrics._center import center_of_mass_shift
 from captum_robust.metrics._certified import certified_topk_overlap
-from captum_robust.metrics._correlation import (
-    kendall_tau,
-    kendall_tau_flat,
-    spearman_correlation,
-    spearman_flat,
-)
+from captum_robust.metrics._correlation import kendall_tau
+from captum_robust.metrics._correlation import kendall_tau_flat
+from captum_robust.metrics._correlation import spearman_correlation
+from captum_robust.metrics._correlation import spearman_flat
 from captum_robust.metrics._localisation import silhouette_overlap
-from captum_robust.metrics._similarity import (
-    cosine_similarity,
-    mean_squared_error,
-    pearson_correlation,
-    structural_similarity,
-)
-from captum_robust.metrics._topk import topk_intersection, topk_intersection_flat
+from captum_robust.metrics._similarity import cosine_similarity
+from captum_robust.metrics._similarity import mean_squared_error
+from captum_robust.metrics._similarity import pearson_correlation
+from captum_robust.metrics._similarity import structural_similarity
+from captum_robust.metrics._topk import topk_intersection
+from captum_robust.metrics._topk import topk_intersection_flat
 
 
 @dataclass(frozen=True)

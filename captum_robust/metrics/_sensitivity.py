@@ -9,33 +9,30 @@ perturbation similarity (RPS, Joo et al. 2023), batched and seeded as
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from captum_robust._utils.validation import check_bool, check_number, check_str_choice
-from captum_robust.metrics._maps import (
-    ChannelReduction,
-    check_map_options,
-    spatial_attribution,
-)
-from captum_robust.metrics._perturbation import (
-    Distribution,
-    Explanations,
-    Norm,
-    Perturbations,
-    PerturbFunc,
-    flat_map,
-    reduce_rounds,
-)
-from captum_robust.metrics._similarity import (
-    cosine_flat,
-    mse_flat,
-    pearson_flat,
-    ssim_spatial,
-)
+from captum_robust._utils.validation import check_bool
+from captum_robust._utils.validation import check_number
+from captum_robust._utils.validation import check_str_choice
+from captum_robust.metrics._maps import ChannelReduction
+from captum_robust.metrics._maps import check_map_options
+from captum_robust.metrics._maps import spatial_attribution
+from captum_robust.metrics._perturbation import Distribution
+from captum_robust.metrics._perturbation import Explanations
+from captum_robust.metrics._perturbation import Norm
+from captum_robust.metrics._perturbation import Perturbations
+from captum_robust.metrics._perturbation import PerturbFunc
+from captum_robust.metrics._perturbation import flat_map
+from captum_robust.metrics._perturbation import reduce_rounds
+from captum_robust.metrics._similarity import cosine_flat
+from captum_robust.metrics._similarity import mse_flat
+from captum_robust.metrics._similarity import pearson_flat
+from captum_robust.metrics._similarity import ssim_spatial
 
 Score = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 

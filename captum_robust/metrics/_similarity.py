@@ -21,13 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from captum_robust._utils.validation import (
-    check_bool,
-    check_number,
-    check_positive_int,
-    check_str_choice,
-)
-from captum_robust.metrics._maps import ChannelReduction, TensorOrTuple, unit_scale
+from captum_robust._utils.validation import check_bool
+from captum_robust._utils.validation import check_number
+from captum_robust._utils.validation import check_positive_int
+from captum_robust._utils.validation import check_str_choice
+from captum_robust.metrics._maps import ChannelReduction
+from captum_robust.metrics._maps import TensorOrTuple
+from captum_robust.metrics._maps import unit_scale
 from captum_robust.metrics._pairwise import paired_maps
 
 Normalization = Literal["none", "sum", "max"]

@@ -10,24 +10,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
+from typing import Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+from torch import nn
 
 from captum_robust._utils.modes import eval_mode
-from captum_robust._utils.validation import check_number, check_str_choice
-from captum_robust.metrics._maps import ChannelReduction, check_map_options
-from captum_robust.metrics._perturbation import (
-    Distribution,
-    Explanations,
-    Norm,
-    Perturbations,
-    PerturbFunc,
-    flat_map,
-    reduce_rounds,
-)
-from captum_robust.metrics._sensitivity import check_norm_ord, lp_norm
+from captum_robust._utils.validation import check_number
+from captum_robust._utils.validation import check_str_choice
+from captum_robust.metrics._maps import ChannelReduction
+from captum_robust.metrics._maps import check_map_options
+from captum_robust.metrics._perturbation import Distribution
+from captum_robust.metrics._perturbation import Explanations
+from captum_robust.metrics._perturbation import Norm
+from captum_robust.metrics._perturbation import Perturbations
+from captum_robust.metrics._perturbation import PerturbFunc
+from captum_robust.metrics._perturbation import flat_map
+from captum_robust.metrics._perturbation import reduce_rounds
+from captum_robust.metrics._sensitivity import check_norm_ord
+from captum_robust.metrics._sensitivity import lp_norm
 
 PredictionChange = Literal["skip", "nan", "keep"]
 PREDICTION_CHANGES = ("skip", "nan", "keep")

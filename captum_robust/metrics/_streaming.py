@@ -17,18 +17,19 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from captum_robust._utils.validation import check_confidence, check_positive_int
+from captum_robust._utils.validation import check_confidence
+from captum_robust._utils.validation import check_positive_int
 from captum_robust.metrics._center import center_of_mass_shift
-from captum_robust.metrics._correlation import kendall_tau, spearman_correlation
-from captum_robust.metrics._localisation import (
-    ThresholdMode,
-    check_threshold,
-    mask_iou,
-    pointing_game,
-    relevance_rank_accuracy,
-    silhouette_overlap,
-)
-from captum_robust.metrics._maps import ChannelReduction, check_map_options
+from captum_robust.metrics._correlation import kendall_tau
+from captum_robust.metrics._correlation import spearman_correlation
+from captum_robust.metrics._localisation import ThresholdMode
+from captum_robust.metrics._localisation import check_threshold
+from captum_robust.metrics._localisation import mask_iou
+from captum_robust.metrics._localisation import pointing_game
+from captum_robust.metrics._localisation import relevance_rank_accuracy
+from captum_robust.metrics._localisation import silhouette_overlap
+from captum_robust.metrics._maps import ChannelReduction
+from captum_robust.metrics._maps import check_map_options
 from captum_robust.metrics._topk import topk_intersection
 
 

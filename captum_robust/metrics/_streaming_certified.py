@@ -6,16 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from captum_robust._utils.validation import (
-    check_number,
-    check_positive_int,
-    check_str_choice,
-)
-from captum_robust.metrics._certified import (
-    BOUNDS,
-    certified_topk_overlap,
-    check_sparsity,
-)
+from captum_robust._utils.validation import check_number
+from captum_robust._utils.validation import check_positive_int
+from captum_robust._utils.validation import check_str_choice
+from captum_robust.metrics._certified import BOUNDS
+from captum_robust.metrics._certified import certified_topk_overlap
+from captum_robust.metrics._certified import check_sparsity
 from captum_robust.metrics._maps import check_map_options
 from captum_robust.metrics._streaming_similarity import _BoundMean
 

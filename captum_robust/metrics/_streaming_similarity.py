@@ -13,28 +13,24 @@ import torch
 from torch import Tensor
 
 from captum_robust._utils.validation import check_str_choice
-from captum_robust.metrics._faithfulness import deletion_area, insertion_area
+from captum_robust.metrics._faithfulness import deletion_area
+from captum_robust.metrics._faithfulness import insertion_area
 from captum_robust.metrics._maps import ChannelReduction
-from captum_robust.metrics._sensitivity import (
-    avg_sensitivity,
-    local_lipschitz_estimate,
-    max_sensitivity,
-    random_perturbation_similarity,
-)
-from captum_robust.metrics._similarity import (
-    MSE_REDUCTIONS,
-    NORMALIZATIONS,
-    cosine_similarity,
-    mean_squared_error,
-    pearson_correlation,
-    structural_similarity,
-)
-from captum_robust.metrics._stability import (
-    relative_input_stability,
-    relative_output_stability,
-    relative_representation_stability,
-)
-from captum_robust.metrics._streaming import PerSampleMean, _PairScore
+from captum_robust.metrics._sensitivity import avg_sensitivity
+from captum_robust.metrics._sensitivity import local_lipschitz_estimate
+from captum_robust.metrics._sensitivity import max_sensitivity
+from captum_robust.metrics._sensitivity import random_perturbation_similarity
+from captum_robust.metrics._similarity import MSE_REDUCTIONS
+from captum_robust.metrics._similarity import NORMALIZATIONS
+from captum_robust.metrics._similarity import cosine_similarity
+from captum_robust.metrics._similarity import mean_squared_error
+from captum_robust.metrics._similarity import pearson_correlation
+from captum_robust.metrics._similarity import structural_similarity
+from captum_robust.metrics._stability import relative_input_stability
+from captum_robust.metrics._stability import relative_output_stability
+from captum_robust.metrics._stability import relative_representation_stability
+from captum_robust.metrics._streaming import PerSampleMean
+from captum_robust.metrics._streaming import _PairScore
 
 
 class _PairScoreWithOptions(_PairScore):

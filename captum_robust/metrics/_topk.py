@@ -6,7 +6,8 @@ import torch
 from torch import Tensor
 
 from captum_robust._utils.validation import check_positive_int
-from captum_robust.metrics._maps import ChannelReduction, TensorOrTuple
+from captum_robust.metrics._maps import ChannelReduction
+from captum_robust.metrics._maps import TensorOrTuple
 from captum_robust.metrics._pairwise import flat_pair_for_ranking
 from captum_robust.metrics._ranking import order_keys
 

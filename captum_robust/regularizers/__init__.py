@@ -24,22 +24,18 @@ Example: a training step with local gradient alignment::
 """
 
 from captum_robust.regularizers._consistency import ExplanationConsistencyWeights
-from captum_robust.regularizers._gradient_alignment import (
-    HessianNorm,
-    LocalGradientAlignment,
-)
+from captum_robust.regularizers._gradient_alignment import HessianNorm
+from captum_robust.regularizers._gradient_alignment import LocalGradientAlignment
 from captum_robust.regularizers._integrated_gradients import (
     EnhancedAttributionRegularizer,
-    IGNorm,
-    IGSumNorm,
 )
+from captum_robust.regularizers._integrated_gradients import IGNorm
+from captum_robust.regularizers._integrated_gradients import IGSumNorm
 from captum_robust.regularizers._masked import MaskedGradientPenalty
-from captum_robust.regularizers._top_gap import (
-    TopGAP,
-    global_pool_names,
-    replace_global_pool,
-    top_gap_penalty,
-)
+from captum_robust.regularizers._top_gap import TopGAP
+from captum_robust.regularizers._top_gap import global_pool_names
+from captum_robust.regularizers._top_gap import replace_global_pool
+from captum_robust.regularizers._top_gap import top_gap_penalty
 
 __all__ = [
     "EnhancedAttributionRegularizer",

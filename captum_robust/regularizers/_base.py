@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+from torch import nn
 
 from captum_robust._utils.second_order import second_order_safe
-from captum_robust.regularizers._checks import (
-    LossFn,
-    check_input_batch,
-    check_loss_fn,
-    check_model,
-    check_target_indices,
-)
-from captum_robust.regularizers._gradients import input_gradient, run_checked
-from captum_robust.regularizers._state import SmoothMixin, frozen_running_stats
+from captum_robust.regularizers._checks import LossFn
+from captum_robust.regularizers._checks import check_input_batch
+from captum_robust.regularizers._checks import check_loss_fn
+from captum_robust.regularizers._checks import check_model
+from captum_robust.regularizers._checks import check_target_indices
+from captum_robust.regularizers._gradients import input_gradient
+from captum_robust.regularizers._gradients import run_checked
+from captum_robust.regularizers._state import SmoothMixin
+from captum_robust.regularizers._state import frozen_running_stats
 
 
 class Regularizer:

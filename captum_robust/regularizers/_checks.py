@@ -6,15 +6,14 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
+from torch import nn
 
 from captum_robust._utils.targets import check_class_indices
-from captum_robust._utils.validation import (
-    FLOAT_DTYPES,
-    check_finite,
-    check_number,
-    check_positive_int,
-)
+from captum_robust._utils.validation import FLOAT_DTYPES
+from captum_robust._utils.validation import check_finite
+from captum_robust._utils.validation import check_number
+from captum_robust._utils.validation import check_positive_int
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 

@@ -7,37 +7,31 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
+from torch import nn
 
-from captum_robust._utils.ball import (
-    Bounds,
-    Radius,
-    as_like,
-    check_bounds_pair,
-    check_radius,
-    project,
-)
+from captum_robust._utils.ball import Bounds
+from captum_robust._utils.ball import Radius
+from captum_robust._utils.ball import as_like
+from captum_robust._utils.ball import check_bounds_pair
+from captum_robust._utils.ball import check_radius
+from captum_robust._utils.ball import project
 from captum_robust._utils.second_order import second_order_safe
-from captum_robust._utils.validation import (
-    check_bool,
-    check_choice,
-    check_number,
-    check_positive_int,
-)
+from captum_robust._utils.validation import check_bool
+from captum_robust._utils.validation import check_choice
+from captum_robust._utils.validation import check_number
+from captum_robust._utils.validation import check_positive_int
 from captum_robust.attr import differentiable
 from captum_robust.metrics._maps import flatten_attribution
 from captum_robust.regularizers._base import Regularizer
-from captum_robust.regularizers._checks import check_class_scores, check_mask
-from captum_robust.regularizers._gradients import (
-    input_gradient,
-    per_sample_ce,
-    target_logit,
-)
-from captum_robust.regularizers._state import (
-    SeededMixin,
-    SmoothMixin,
-    frozen_running_stats,
-)
+from captum_robust.regularizers._checks import check_class_scores
+from captum_robust.regularizers._checks import check_mask
+from captum_robust.regularizers._gradients import input_gradient
+from captum_robust.regularizers._gradients import per_sample_ce
+from captum_robust.regularizers._gradients import target_logit
+from captum_robust.regularizers._state import SeededMixin
+from captum_robust.regularizers._state import SmoothMixin
+from captum_robust.regularizers._state import frozen_running_stats
 
 __all__ = ["ExplanationConsistencyWeights"]
 

@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
+from torch import nn
 
-from captum_robust._utils.ball import (
-    Bounds,
-    Radius,
-    as_like,
-    check_bounds_pair,
-    check_radius,
-    pgd_ascent,
-    project,
-)
-from captum_robust._utils.validation import check_bool, check_choice, check_positive_int
-from captum_robust.regularizers._base import GradientRegularizer, Regularizer
-from captum_robust.regularizers._checks import LossFn, check_weight
-from captum_robust.regularizers._gradients import (
-    flat_sq_norm,
-    input_gradient,
-    target_logit,
-)
-from captum_robust.regularizers._state import SeededMixin, unwrap_parallel
+from captum_robust._utils.ball import Bounds
+from captum_robust._utils.ball import Radius
+from captum_robust._utils.ball import as_like
+from captum_robust._utils.ball import check_bounds_pair
+from captum_robust._utils.ball import check_radius
+from captum_robust._utils.ball import pgd_ascent
+from captum_robust._utils.ball import project
+from captum_robust._utils.validation import check_bool
+from captum_robust._utils.validation import check_choice
+from captum_robust._utils.validation import check_positive_int
+from captum_robust.regularizers._base import GradientRegularizer
+from captum_robust.regularizers._base import Regularizer
+from captum_robust.regularizers._checks import LossFn
+from captum_robust.regularizers._checks import check_weight
+from captum_robust.regularizers._gradients import flat_sq_norm
+from captum_robust.regularizers._gradients import input_gradient
+from captum_robust.regularizers._gradients import target_logit
+from captum_robust.regularizers._state import SeededMixin
+from captum_robust.regularizers._state import unwrap_parallel
 
 __all__ = ["HessianNorm", "LocalGradientAlignment"]
 

@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
+from torch import nn
 
 from captum_robust.regularizers._checks import check_class_scores
 

@@ -8,33 +8,32 @@ every path runs in passes of bounded memory on the unwrapped model.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
+from contextlib import contextmanager
 
-from torch import Tensor, nn
+from torch import Tensor
+from torch import nn
 
-from captum_robust._utils.ball import (
-    as_like,
-    check_bounds_pair,
-    check_radius,
-    pgd_ascent,
-)
+from captum_robust._utils.ball import as_like
+from captum_robust._utils.ball import check_bounds_pair
+from captum_robust._utils.ball import check_radius
+from captum_robust._utils.ball import pgd_ascent
 from captum_robust._utils.second_order import second_order_safe
-from captum_robust._utils.validation import check_bool, check_positive_int
+from captum_robust._utils.validation import check_bool
+from captum_robust._utils.validation import check_positive_int
 from captum_robust.attr import softplus_activations
 from captum_robust.regularizers._base import Regularizer
-from captum_robust.regularizers._checks import LossFn, check_internal_batch_size
-from captum_robust.regularizers._gradients import (
-    flat_l1_norm,
-    per_sample_ce,
-    run_checked,
-)
-from captum_robust.regularizers._paths import integrated_gradients, path_alphas
-from captum_robust.regularizers._state import (
-    SeededMixin,
-    SmoothMixin,
-    frozen_running_stats,
-    unwrap_parallel,
-)
+from captum_robust.regularizers._checks import LossFn
+from captum_robust.regularizers._checks import check_internal_batch_size
+from captum_robust.regularizers._gradients import flat_l1_norm
+from captum_robust.regularizers._gradients import per_sample_ce
+from captum_robust.regularizers._gradients import run_checked
+from captum_robust.regularizers._paths import integrated_gradients
+from captum_robust.regularizers._paths import path_alphas
+from captum_robust.regularizers._state import SeededMixin
+from captum_robust.regularizers._state import SmoothMixin
+from captum_robust.regularizers._state import frozen_running_stats
+from captum_robust.regularizers._state import unwrap_parallel
 
 
 class AdversarialIG(Regularizer, SeededMixin, SmoothMixin):

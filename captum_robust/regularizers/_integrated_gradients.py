@@ -4,16 +4,16 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+from torch import nn
 
-from captum_robust._utils.ball import Bounds, Radius
+from captum_robust._utils.ball import Bounds
+from captum_robust._utils.ball import Radius
 from captum_robust.regularizers._base import Regularizer
 from captum_robust.regularizers._checks import check_weight
-from captum_robust.regularizers._gradients import (
-    flat_l1_norm,
-    per_sample_ce,
-    target_prob,
-)
+from captum_robust.regularizers._gradients import flat_l1_norm
+from captum_robust.regularizers._gradients import per_sample_ce
+from captum_robust.regularizers._gradients import target_prob
 from captum_robust.regularizers._inner_max import AdversarialIG
 from captum_robust.regularizers._paths import path_alphas
 

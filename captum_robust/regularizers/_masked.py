@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
+from torch import nn
 
 from captum_robust._utils.validation import check_choice
 from captum_robust.regularizers._base import GradientRegularizer
-from captum_robust.regularizers._checks import (
-    LossFn,
-    check_loss_fn,
-    check_mask,
-    check_weight,
-)
+from captum_robust.regularizers._checks import LossFn
+from captum_robust.regularizers._checks import check_loss_fn
+from captum_robust.regularizers._checks import check_mask
+from captum_robust.regularizers._checks import check_weight
 from captum_robust.regularizers._gradients import target_log_prob
 
 __all__ = ["MaskedGradientPenalty"]

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
+from contextlib import nullcontext
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+from torch import nn
 
-from captum_robust._utils.validation import check_generator, check_seed
+from captum_robust._utils.validation import check_generator
+from captum_robust._utils.validation import check_seed
 from captum_robust.attr import softplus_activations
 from captum_robust.regularizers._checks import check_softplus_beta
 

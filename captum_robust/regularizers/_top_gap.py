@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+from torch import nn
 from torchvision.ops import SqueezeExcitation
 
 from captum_robust._utils.validation import check_number

@@ -10,7 +10,8 @@ from captum.attr import visualization
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from captum_robust._utils.validation import check_path, check_positive_int
+from captum_robust._utils.validation import check_path
+from captum_robust._utils.validation import check_positive_int
 
 
 def _image_hwc(image: Tensor) -> np.ndarray:

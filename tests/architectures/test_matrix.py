@@ -15,17 +15,19 @@ import copy
 
 import pytest
 import torch
-from captum.attr import IntegratedGradients, LayerGradCam, Saliency
+from captum.attr import IntegratedGradients
+from captum.attr import LayerGradCam
+from captum.attr import Saliency
 from helpers import zoo
 
-from captum_robust.attacks import RandomAttack, TopKAttack
-from captum_robust.attr import differentiable, softplus_surrogate
-from captum_robust.regularizers import (
-    IGNorm,
-    LocalGradientAlignment,
-    TopGAP,
-    replace_global_pool,
-)
+from captum_robust.attacks import RandomAttack
+from captum_robust.attacks import TopKAttack
+from captum_robust.attr import differentiable
+from captum_robust.attr import softplus_surrogate
+from captum_robust.regularizers import IGNorm
+from captum_robust.regularizers import LocalGradientAlignment
+from captum_robust.regularizers import TopGAP
+from captum_robust.regularizers import replace_global_pool
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -3,8 +3,13 @@ untrained tiny network for the contract tests."""
 
 import pytest
 import torch
-from helpers.digits import HELD_OUT, Digits, train_on_digits
-from helpers.models import TinyBNNet, digit_cnn, tiny_bn_inputs, tiny_bn_net
+from helpers.digits import HELD_OUT
+from helpers.digits import Digits
+from helpers.digits import train_on_digits
+from helpers.models import TinyBNNet
+from helpers.models import digit_cnn
+from helpers.models import tiny_bn_inputs
+from helpers.models import tiny_bn_net
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,11 @@ import torch
 import torch.nn.functional as F
 from captum.robust import PGD
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
+from torch.utils.data import TensorDataset
 
-from captum_robust.attacks import pgd_cross_entropy, robust_accuracy
+from captum_robust.attacks import pgd_cross_entropy
+from captum_robust.attacks import robust_accuracy
 
 EPS = 0.3
 

@@ -4,25 +4,22 @@ import warnings
 
 import pytest
 import torch
-from captum.attr import (
-    DeepLiftShap,
-    GradientShap,
-    IntegratedGradients,
-    LayerGradCam,
-    NoiseTunnel,
-    Occlusion,
-    Saliency,
-)
-from helpers.attacks import FAST, every_attack
+from captum.attr import DeepLiftShap
+from captum.attr import GradientShap
+from captum.attr import IntegratedGradients
+from captum.attr import LayerGradCam
+from captum.attr import NoiseTunnel
+from captum.attr import Occlusion
+from captum.attr import Saliency
+from helpers.attacks import FAST
+from helpers.attacks import every_attack
 from torch import nn
 
-from captum_robust.attacks import (
-    ManipulationAttack,
-    MassCenterAttack,
-    RandomAttack,
-    TargetedAttack,
-    TopKAttack,
-)
+from captum_robust.attacks import ManipulationAttack
+from captum_robust.attacks import MassCenterAttack
+from captum_robust.attacks import RandomAttack
+from captum_robust.attacks import TargetedAttack
+from captum_robust.attacks import TopKAttack
 from captum_robust.attr import differentiable
 
 

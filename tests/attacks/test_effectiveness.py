@@ -2,15 +2,14 @@
 
 import pytest
 import torch
-from captum.attr import IntegratedGradients, Saliency
+from captum.attr import IntegratedGradients
+from captum.attr import Saliency
 
-from captum_robust.attacks import (
-    ManipulationAttack,
-    MassCenterAttack,
-    RandomAttack,
-    TargetedAttack,
-    TopKAttack,
-)
+from captum_robust.attacks import ManipulationAttack
+from captum_robust.attacks import MassCenterAttack
+from captum_robust.attacks import RandomAttack
+from captum_robust.attacks import TargetedAttack
+from captum_robust.attacks import TopKAttack
 
 EPS, ALPHA, STEPS, K = 0.06, 0.01, 12, 25
 IG_KWARGS = {"n_steps": 8, "method": "riemann_right"}

@@ -2,18 +2,19 @@
 
 import pytest
 import torch
-from captum.attr import IntegratedGradients, Saliency
-from captum.robust import AttackComparator, MinParamPerturbation, Perturbation
+from captum.attr import IntegratedGradients
+from captum.attr import Saliency
+from captum.robust import AttackComparator
+from captum.robust import MinParamPerturbation
+from captum.robust import Perturbation
 from torch import nn
 
-from captum_robust.attacks import (
-    AttackResult,
-    ManipulationAttack,
-    MassCenterAttack,
-    RandomAttack,
-    TargetedAttack,
-    TopKAttack,
-)
+from captum_robust.attacks import AttackResult
+from captum_robust.attacks import ManipulationAttack
+from captum_robust.attacks import MassCenterAttack
+from captum_robust.attacks import RandomAttack
+from captum_robust.attacks import TargetedAttack
+from captum_robust.attacks import TopKAttack
 from captum_robust.metrics import topk_intersection
 
 BUDGET = {"epsilon": 0.06, "step_size": 0.01, "n_steps": 6}

@@ -47,21 +47,23 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from captum.attr import (
-    LRP,
-    DeepLift,
-    GuidedBackprop,
-    InputXGradient,
-    IntegratedGradients,
-    Saliency,
-)
+from captum.attr import LRP
+from captum.attr import DeepLift
+from captum.attr import GuidedBackprop
+from captum.attr import InputXGradient
+from captum.attr import IntegratedGradients
+from captum.attr import Saliency
 from captum.attr._utils.lrp_rules import EpsilonRule
 from helpers.digits import train_on_digits
 from torch import nn
 
-from captum_robust.attacks import ManipulationAttack, RandomAttack
-from captum_robust.attr import LRPEpsilonWarning, differentiable, softplus_surrogate
-from captum_robust.metrics import mean_squared_error, pearson_correlation
+from captum_robust.attacks import ManipulationAttack
+from captum_robust.attacks import RandomAttack
+from captum_robust.attr import LRPEpsilonWarning
+from captum_robust.attr import differentiable
+from captum_robust.attr import softplus_surrogate
+from captum_robust.metrics import mean_squared_error
+from captum_robust.metrics import pearson_correlation
 
 EPS = 0.3
 N_STEPS = 50

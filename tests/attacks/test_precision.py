@@ -4,7 +4,8 @@ import pytest
 import torch
 from captum.attr import Saliency
 
-from captum_robust.attacks import ManipulationAttack, TopKAttack
+from captum_robust.attacks import ManipulationAttack
+from captum_robust.attacks import TopKAttack
 from captum_robust.attacks._precision import input_gradients
 
 EPS = 0.06

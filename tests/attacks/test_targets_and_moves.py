@@ -5,15 +5,16 @@ import warnings
 
 import pytest
 import torch
-from captum.attr import InputXGradient, IntegratedGradients, Saliency
-from helpers.attacks import FAST, every_attack
+from captum.attr import InputXGradient
+from captum.attr import IntegratedGradients
+from captum.attr import Saliency
+from helpers.attacks import FAST
+from helpers.attacks import every_attack
 from torch import nn
 
-from captum_robust.attacks import (
-    MassCenterAttack,
-    RandomAttack,
-    TopKAttack,
-)
+from captum_robust.attacks import MassCenterAttack
+from captum_robust.attacks import RandomAttack
+from captum_robust.attacks import TopKAttack
 from captum_robust.metrics import center_of_mass
 
 BAD_TARGETS = [

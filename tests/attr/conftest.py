@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from helpers.models import TinyNet, make_net
+from helpers.models import TinyNet
+from helpers.models import make_net
 from torch import nn
 
 

@@ -5,34 +5,30 @@ import warnings
 import pytest
 import torch
 from captum._utils.gradient import compute_gradients
-from captum.attr import (
-    LRP,
-    DeepLift,
-    DeepLiftShap,
-    FeatureAblation,
-    GradientShap,
-    GuidedGradCam,
-    InputXGradient,
-    IntegratedGradients,
-    KernelShap,
-    LayerConductance,
-    LayerGradCam,
-    LayerIntegratedGradients,
-    Lime,
-    NoiseTunnel,
-    Occlusion,
-    Saliency,
-    ShapleyValueSampling,
-)
+from captum.attr import LRP
+from captum.attr import DeepLift
+from captum.attr import DeepLiftShap
+from captum.attr import FeatureAblation
+from captum.attr import GradientShap
+from captum.attr import GuidedGradCam
+from captum.attr import InputXGradient
+from captum.attr import IntegratedGradients
+from captum.attr import KernelShap
+from captum.attr import LayerConductance
+from captum.attr import LayerGradCam
+from captum.attr import LayerIntegratedGradients
+from captum.attr import Lime
+from captum.attr import NoiseTunnel
+from captum.attr import Occlusion
+from captum.attr import Saliency
+from captum.attr import ShapleyValueSampling
 from torch import nn
 
-from captum_robust.attr import (
-    DifferentiableAttribution,
-    SmoothGrad,
-    differentiable,
-    is_differentiable,
-    softplus_surrogate,
-)
+from captum_robust.attr import DifferentiableAttribution
+from captum_robust.attr import SmoothGrad
+from captum_robust.attr import differentiable
+from captum_robust.attr import is_differentiable
+from captum_robust.attr import softplus_surrogate
 
 
 def _call(wrapper, x):

@@ -2,11 +2,15 @@
 
 import pytest
 import torch
-from captum.attr import DeepLift, DeepLiftShap, LayerDeepLift, NoiseTunnel
+from captum.attr import DeepLift
+from captum.attr import DeepLiftShap
+from captum.attr import LayerDeepLift
+from captum.attr import NoiseTunnel
 from helpers.models import bn_cnn
 from torch import nn
 
-from captum_robust.attr import differentiable, softplus_surrogate
+from captum_robust.attr import differentiable
+from captum_robust.attr import softplus_surrogate
 
 pytestmark = pytest.mark.filterwarnings("ignore:Setting forward, backward hooks")
 

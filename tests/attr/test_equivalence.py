@@ -3,20 +3,20 @@
 import numpy as np
 import pytest
 import torch
-from captum.attr import (
-    GradientShap,
-    InputXGradient,
-    IntegratedGradients,
-    LayerAttribution,
-    LayerGradCam,
-    NoiseTunnel,
-    Saliency,
-)
+from captum.attr import GradientShap
+from captum.attr import InputXGradient
+from captum.attr import IntegratedGradients
+from captum.attr import LayerAttribution
+from captum.attr import LayerGradCam
+from captum.attr import NoiseTunnel
+from captum.attr import Saliency
 from helpers.models import make_net
 from torch.testing import assert_close
 
 import captum_robust.attr._gradient_shap as gs_module
-from captum_robust.attr import SmoothGrad, differentiable, softplus_surrogate
+from captum_robust.attr import SmoothGrad
+from captum_robust.attr import differentiable
+from captum_robust.attr import softplus_surrogate
 
 
 def _close(ours, theirs):

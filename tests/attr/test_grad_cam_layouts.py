@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from captum.attr import LayerGradCam, Saliency
+from captum.attr import LayerGradCam
+from captum.attr import Saliency
 from torch import nn
 
 from captum_robust.attr import differentiable

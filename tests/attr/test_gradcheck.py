@@ -2,18 +2,17 @@
 
 import pytest
 import torch
-from captum.attr import (
-    GradientShap,
-    InputXGradient,
-    IntegratedGradients,
-    LayerGradCam,
-    NoiseTunnel,
-    Saliency,
-)
+from captum.attr import GradientShap
+from captum.attr import InputXGradient
+from captum.attr import IntegratedGradients
+from captum.attr import LayerGradCam
+from captum.attr import NoiseTunnel
+from captum.attr import Saliency
 from torch.autograd import gradcheck
 from torch.func import functional_call
 
-from captum_robust.attr import SmoothGrad, differentiable
+from captum_robust.attr import SmoothGrad
+from captum_robust.attr import differentiable
 
 
 def _baselines():

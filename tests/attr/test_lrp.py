@@ -9,16 +9,16 @@ import pytest
 import torch
 from captum.attr import LRP
 from captum.attr._utils.custom_modules import Addition_Module
-from captum.attr._utils.lrp_rules import (
-    Alpha1_Beta0_Rule,
-    EpsilonRule,
-    GammaRule,
-    IdentityRule,
-)
+from captum.attr._utils.lrp_rules import Alpha1_Beta0_Rule
+from captum.attr._utils.lrp_rules import EpsilonRule
+from captum.attr._utils.lrp_rules import GammaRule
+from captum.attr._utils.lrp_rules import IdentityRule
 from torch import nn
 
 from captum_robust.attacks import ManipulationAttack
-from captum_robust.attr import LRPEpsilonWarning, differentiable, softplus_surrogate
+from captum_robust.attr import LRPEpsilonWarning
+from captum_robust.attr import differentiable
+from captum_robust.attr import softplus_surrogate
 
 pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks")
 

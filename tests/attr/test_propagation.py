@@ -2,11 +2,13 @@
 
 import pytest
 import torch
-from captum.attr import Deconvolution, GuidedBackprop
+from captum.attr import Deconvolution
+from captum.attr import GuidedBackprop
 from helpers.models import bn_cnn
 from torch import nn
 
-from captum_robust.attr import differentiable, softplus_surrogate
+from captum_robust.attr import differentiable
+from captum_robust.attr import softplus_surrogate
 
 pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks")
 

@@ -8,20 +8,19 @@ first-order attribution.
 
 import pytest
 import torch
-from captum.attr import (
-    GradientShap,
-    InputXGradient,
-    IntegratedGradients,
-    LayerGradCam,
-    NoiseTunnel,
-    Saliency,
-)
+from captum.attr import GradientShap
+from captum.attr import InputXGradient
+from captum.attr import IntegratedGradients
+from captum.attr import LayerGradCam
+from captum.attr import NoiseTunnel
+from captum.attr import Saliency
 from helpers.models import tiny_vit
 from torch import nn
 from torchvision.ops import SqueezeExcitation
 
 from captum_robust._utils.second_order import second_order_safe
-from captum_robust.attr import SmoothGrad, differentiable
+from captum_robust.attr import SmoothGrad
+from captum_robust.attr import differentiable
 
 
 class MobileLike(nn.Module):

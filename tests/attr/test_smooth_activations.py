@@ -9,17 +9,15 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import SqueezeExcitation
 
-from captum_robust.attr import (
-    FunctionalReLUWarning,
-    PiecewiseLinearWarning,
-    SmoothHardsigmoid,
-    SmoothHardswish,
-    SmoothHardtanh,
-    SurrogateReport,
-    softplus_activations,
-    softplus_surrogate,
-    surrogate_report,
-)
+from captum_robust.attr import FunctionalReLUWarning
+from captum_robust.attr import PiecewiseLinearWarning
+from captum_robust.attr import SmoothHardsigmoid
+from captum_robust.attr import SmoothHardswish
+from captum_robust.attr import SmoothHardtanh
+from captum_robust.attr import SurrogateReport
+from captum_robust.attr import softplus_activations
+from captum_robust.attr import softplus_surrogate
+from captum_robust.attr import surrogate_report
 
 POINTS = (-7.0, -3.0, -1.2, 0.0, 0.4, 2.9, 6.0, 8.5)
 

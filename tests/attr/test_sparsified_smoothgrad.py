@@ -4,17 +4,17 @@ differentiable form, and Captum-style use."""
 import numpy as np
 import pytest
 import torch
-from captum.attr import IntegratedGradients, Occlusion, Saliency
+from captum.attr import IntegratedGradients
+from captum.attr import Occlusion
+from captum.attr import Saliency
 from torch import nn
 
 from captum_robust.attacks import TopKAttack
-from captum_robust.attr import (
-    SparsifiedSmoothGrad,
-    differentiable,
-    is_differentiable,
-    relaxed_top_indicator,
-    softplus_surrogate,
-)
+from captum_robust.attr import SparsifiedSmoothGrad
+from captum_robust.attr import differentiable
+from captum_robust.attr import is_differentiable
+from captum_robust.attr import relaxed_top_indicator
+from captum_robust.attr import softplus_surrogate
 
 
 def tiny_cnn(dtype=torch.float32):

@@ -7,17 +7,16 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 from torch import nn
 
-from captum_robust.attr import (
-    FunctionalReLUWarning,
-    LeakySoftplus,
-    softplus_activations,
-    softplus_surrogate,
-    surrogate_report,
-)
+from captum_robust.attr import FunctionalReLUWarning
+from captum_robust.attr import LeakySoftplus
+from captum_robust.attr import softplus_activations
+from captum_robust.attr import softplus_surrogate
+from captum_robust.attr import surrogate_report
 
 
 class MixedNet(nn.Module):

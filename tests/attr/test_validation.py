@@ -2,16 +2,16 @@
 
 import pytest
 import torch
-from captum.attr import (
-    GradientShap,
-    InputXGradient,
-    IntegratedGradients,
-    LayerGradCam,
-    NoiseTunnel,
-    Saliency,
-)
+from captum.attr import GradientShap
+from captum.attr import InputXGradient
+from captum.attr import IntegratedGradients
+from captum.attr import LayerGradCam
+from captum.attr import NoiseTunnel
+from captum.attr import Saliency
 
-from captum_robust.attr import DifferentiableAttribution, SmoothGrad, differentiable
+from captum_robust.attr import DifferentiableAttribution
+from captum_robust.attr import SmoothGrad
+from captum_robust.attr import differentiable
 
 
 def _wrappers(net):

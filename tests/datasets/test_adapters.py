@@ -8,12 +8,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from captum_robust.datasets import (
-    VOC_CLASSES,
-    ImageFolderWithMasks,
-    OxfordIIITPetSilhouettes,
-    VOCSegmentationMasks,
-)
+from captum_robust.datasets import VOC_CLASSES
+from captum_robust.datasets import ImageFolderWithMasks
+from captum_robust.datasets import OxfordIIITPetSilhouettes
+from captum_robust.datasets import VOCSegmentationMasks
 
 
 def _save_rgb(path: Path, height: int, width: int, seed: int) -> None:

@@ -6,18 +6,14 @@ import torch
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader
 
-from captum_robust.datasets import (
-    CLASS_NAMES,
-    TEXTURE_NAMES,
-    SilhouetteDigits,
-    SilhouetteDigitsBatch,
-    make_silhouette_digits,
-)
-from captum_robust.datasets._silhouette import (
-    _TRAIN_COLUMN_FRACTION,
-    _scaled_textures,
-    digit_split_indices,
-)
+from captum_robust.datasets import CLASS_NAMES
+from captum_robust.datasets import TEXTURE_NAMES
+from captum_robust.datasets import SilhouetteDigits
+from captum_robust.datasets import SilhouetteDigitsBatch
+from captum_robust.datasets import make_silhouette_digits
+from captum_robust.datasets._silhouette import _TRAIN_COLUMN_FRACTION
+from captum_robust.datasets._silhouette import _scaled_textures
+from captum_robust.datasets._silhouette import digit_split_indices
 
 
 def _assert_batches_equal(a: SilhouetteDigitsBatch, b: SilhouetteDigitsBatch):

@@ -37,17 +37,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from captum_robust.regularizers import (
-    EnhancedAttributionRegularizer,
-    ExplanationConsistencyWeights,
-    HessianNorm,
-    IGNorm,
-    IGSumNorm,
-    LocalGradientAlignment,
-    MaskedGradientPenalty,
-    replace_global_pool,
-    top_gap_penalty,
-)
+from captum_robust.regularizers import EnhancedAttributionRegularizer
+from captum_robust.regularizers import ExplanationConsistencyWeights
+from captum_robust.regularizers import HessianNorm
+from captum_robust.regularizers import IGNorm
+from captum_robust.regularizers import IGSumNorm
+from captum_robust.regularizers import LocalGradientAlignment
+from captum_robust.regularizers import MaskedGradientPenalty
+from captum_robust.regularizers import replace_global_pool
+from captum_robust.regularizers import top_gap_penalty
 
 BATCH, CLASSES, SIZE, SEED = 8, 3, 8, 100
 BN_TRAIN = {"batch_norm": True, "bn_train": True}

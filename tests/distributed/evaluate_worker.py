@@ -7,11 +7,13 @@ import sys
 import torch
 import torch.distributed as dist
 from captum.attr import Saliency
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
+from torch.utils.data import TensorDataset
 
 from captum_robust.attacks import TopKAttack
 from captum_robust.datasets import make_silhouette_digits
-from captum_robust.evaluation import demo_model, evaluate_robustness
+from captum_robust.evaluation import demo_model
+from captum_robust.evaluation import evaluate_robustness
 
 torch.set_num_threads(1)
 # mode: "fresh" or "resume"; order: "plain" (data-set order) or "shuffled" (a

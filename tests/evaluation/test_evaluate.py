@@ -5,8 +5,11 @@ import torch
 from captum.attr import Saliency
 from helpers.models import conv_net
 
-from captum_robust.evaluation import RecordLog, evaluate_robustness, summarize
-from captum_robust.metrics import kendall_tau, topk_intersection
+from captum_robust.evaluation import RecordLog
+from captum_robust.evaluation import evaluate_robustness
+from captum_robust.evaluation import summarize
+from captum_robust.metrics import kendall_tau
+from captum_robust.metrics import topk_intersection
 
 
 class Interrupted(Exception):
@@ -153,7 +156,9 @@ def test_bad_arguments():
 
 
 def test_report_files_are_self_contained(tmp_path):
-    from captum_robust.evaluation import ReportRow, format_table, write_report
+    from captum_robust.evaluation import ReportRow
+    from captum_robust.evaluation import format_table
+    from captum_robust.evaluation import write_report
 
     model = make_model()
     result = evaluate(model, figures_dir=tmp_path / "fig")

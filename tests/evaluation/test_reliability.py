@@ -8,16 +8,16 @@ import shutil
 import pytest
 import scipy.stats
 import torch
-from captum.attr import IntegratedGradients, Saliency
+from captum.attr import IntegratedGradients
+from captum.attr import Saliency
 from helpers.models import conv_net
 
-from captum_robust.attacks import RandomAttack, TopKAttack
-from captum_robust.evaluation import (
-    RecordLog,
-    RecordsMismatchError,
-    evaluate_robustness,
-    summarize,
-)
+from captum_robust.attacks import RandomAttack
+from captum_robust.attacks import TopKAttack
+from captum_robust.evaluation import RecordLog
+from captum_robust.evaluation import RecordsMismatchError
+from captum_robust.evaluation import evaluate_robustness
+from captum_robust.evaluation import summarize
 
 
 class Interrupted(Exception):

@@ -6,12 +6,10 @@ import math
 
 import pytest
 
-from captum_robust.evaluation import (
-    ReportRow,
-    format_table,
-    summarize,
-    write_report,
-)
+from captum_robust.evaluation import ReportRow
+from captum_robust.evaluation import format_table
+from captum_robust.evaluation import summarize
+from captum_robust.evaluation import write_report
 
 
 def summary_of(scores, skipped=0):

@@ -6,7 +6,8 @@ import re
 import pytest
 from matplotlib.figure import Figure
 
-from captum_robust.evaluation import ReportRow, write_report
+from captum_robust.evaluation import ReportRow
+from captum_robust.evaluation import write_report
 from captum_robust.evaluation._report_html import summary_chart
 from captum_robust.evaluation._report_verdicts import verdicts
 from captum_robust.visualization import save_figure

@@ -3,15 +3,14 @@ tests/distributed runs the real thing on two processes)."""
 
 import pytest
 import torch
-from torch.utils.data import (
-    DataLoader,
-    DistributedSampler,
-    IterableDataset,
-    TensorDataset,
-)
+from torch.utils.data import DataLoader
+from torch.utils.data import DistributedSampler
+from torch.utils.data import IterableDataset
+from torch.utils.data import TensorDataset
 
 from captum_robust.evaluation import _distributed
-from captum_robust.evaluation._distributed import rank_files, shard_loader
+from captum_robust.evaluation._distributed import rank_files
+from captum_robust.evaluation._distributed import shard_loader
 
 DATA = TensorDataset(torch.arange(10.0), torch.arange(10))
 

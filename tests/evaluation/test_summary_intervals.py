@@ -6,11 +6,9 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from captum_robust.evaluation._summary import (
-    difference_interval,
-    proportion_difference_interval,
-    proportion_interval,
-)
+from captum_robust.evaluation._summary import difference_interval
+from captum_robust.evaluation._summary import proportion_difference_interval
+from captum_robust.evaluation._summary import proportion_interval
 
 
 @pytest.mark.parametrize("successes,total", [(0, 10), (7, 10), (10, 10), (45, 50)])

@@ -4,7 +4,9 @@ and the checks of its arguments."""
 import pytest
 import torch
 
-from captum_robust.experiments import DemoSettings, demo_model, run_demo
+from captum_robust.experiments import DemoSettings
+from captum_robust.experiments import demo_model
+from captum_robust.experiments import run_demo
 
 TINY = DemoSettings(
     image_size=16,

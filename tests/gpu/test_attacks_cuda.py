@@ -2,10 +2,14 @@
 
 import pytest
 import torch
-from captum.attr import IntegratedGradients, Saliency
-from helpers.models import tiny_bn_inputs, tiny_bn_net
+from captum.attr import IntegratedGradients
+from captum.attr import Saliency
+from helpers.models import tiny_bn_inputs
+from helpers.models import tiny_bn_net
 
-from captum_robust.attacks import ManipulationAttack, RandomAttack, TopKAttack
+from captum_robust.attacks import ManipulationAttack
+from captum_robust.attacks import RandomAttack
+from captum_robust.attacks import TopKAttack
 
 pytestmark = pytest.mark.gpu
 

@@ -2,11 +2,17 @@
 
 import pytest
 import torch
-from captum.attr import GradientShap, IntegratedGradients, LayerGradCam, Saliency
-from helpers.models import make_net, tiny_vit
+from captum.attr import GradientShap
+from captum.attr import IntegratedGradients
+from captum.attr import LayerGradCam
+from captum.attr import Saliency
+from helpers.models import make_net
+from helpers.models import tiny_vit
 from torch import nn
 
-from captum_robust.attr import SmoothGrad, differentiable, softplus_surrogate
+from captum_robust.attr import SmoothGrad
+from captum_robust.attr import differentiable
+from captum_robust.attr import softplus_surrogate
 
 pytestmark = pytest.mark.gpu
 

@@ -3,17 +3,15 @@
 import pytest
 import torch
 
-from captum_robust.metrics import (
-    KendallTau,
-    center_of_mass_shift,
-    kendall_tau,
-    mask_iou,
-    pointing_game,
-    relevance_rank_accuracy,
-    silhouette_overlap,
-    spearman_correlation,
-    topk_intersection,
-)
+from captum_robust.metrics import KendallTau
+from captum_robust.metrics import center_of_mass_shift
+from captum_robust.metrics import kendall_tau
+from captum_robust.metrics import mask_iou
+from captum_robust.metrics import pointing_game
+from captum_robust.metrics import relevance_rank_accuracy
+from captum_robust.metrics import silhouette_overlap
+from captum_robust.metrics import spearman_correlation
+from captum_robust.metrics import topk_intersection
 
 pytestmark = pytest.mark.gpu
 

@@ -4,15 +4,13 @@ import pytest
 import torch
 from torch import nn
 
-from captum_robust.regularizers import (
-    EnhancedAttributionRegularizer,
-    ExplanationConsistencyWeights,
-    HessianNorm,
-    IGSumNorm,
-    LocalGradientAlignment,
-    MaskedGradientPenalty,
-    TopGAP,
-)
+from captum_robust.regularizers import EnhancedAttributionRegularizer
+from captum_robust.regularizers import ExplanationConsistencyWeights
+from captum_robust.regularizers import HessianNorm
+from captum_robust.regularizers import IGSumNorm
+from captum_robust.regularizers import LocalGradientAlignment
+from captum_robust.regularizers import MaskedGradientPenalty
+from captum_robust.regularizers import TopGAP
 
 pytestmark = pytest.mark.gpu
 

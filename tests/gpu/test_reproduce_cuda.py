@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from captum_robust.attacks import pgd_cross_entropy, robust_accuracy
+from captum_robust.attacks import pgd_cross_entropy
+from captum_robust.attacks import robust_accuracy
 
 pytestmark = pytest.mark.gpu
 
@@ -39,7 +40,8 @@ def test_robust_accuracy_on_cuda_stays_there_and_is_seeded():
 
 def test_reproduction_runs_on_cuda(tmp_path):
     pytest.importorskip("mlxtend")
-    from captum_robust.evaluation import ReproduceSettings, run_reproduction
+    from captum_robust.evaluation import ReproduceSettings
+    from captum_robust.evaluation import run_reproduction
 
     s = dataclasses.replace(
         ReproduceSettings.quick(),

@@ -2,13 +2,11 @@
 
 import torch
 
-from captum_robust.attacks import (
-    ManipulationAttack,
-    MassCenterAttack,
-    RandomAttack,
-    TargetedAttack,
-    TopKAttack,
-)
+from captum_robust.attacks import ManipulationAttack
+from captum_robust.attacks import MassCenterAttack
+from captum_robust.attacks import RandomAttack
+from captum_robust.attacks import TargetedAttack
+from captum_robust.attacks import TopKAttack
 
 FAST = {"epsilon": 0.1, "step_size": 0.05, "n_steps": 2}
 

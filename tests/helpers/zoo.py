@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 import torchvision.models as tvm
-from torch import Tensor, nn
+from torch import Tensor
+from torch import nn
 
 from captum_robust.datasets._silhouette import _load_texture
 from helpers.models import small_vit

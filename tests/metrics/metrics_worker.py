@@ -7,7 +7,9 @@ import sys
 import torch
 import torch.distributed as dist
 
-from captum_robust.metrics import KendallTau, SilhouetteOverlap, TopKIntersection
+from captum_robust.metrics import KendallTau
+from captum_robust.metrics import SilhouetteOverlap
+from captum_robust.metrics import TopKIntersection
 
 dist.init_process_group("gloo", init_method="env://")
 rank, world = dist.get_rank(), dist.get_world_size()

@@ -1,22 +1,20 @@
 import pytest
 import torch
 
-from captum_robust.metrics import (
-    CenterOfMassShift,
-    KendallTau,
-    MaskIoU,
-    TopKIntersection,
-    center_of_mass,
-    center_of_mass_shift,
-    flatten_attribution,
-    kendall_tau,
-    mask_iou,
-    pointing_game,
-    relevance_rank_accuracy,
-    silhouette_overlap,
-    spearman_correlation,
-    topk_intersection,
-)
+from captum_robust.metrics import CenterOfMassShift
+from captum_robust.metrics import KendallTau
+from captum_robust.metrics import MaskIoU
+from captum_robust.metrics import TopKIntersection
+from captum_robust.metrics import center_of_mass
+from captum_robust.metrics import center_of_mass_shift
+from captum_robust.metrics import flatten_attribution
+from captum_robust.metrics import kendall_tau
+from captum_robust.metrics import mask_iou
+from captum_robust.metrics import pointing_game
+from captum_robust.metrics import relevance_rank_accuracy
+from captum_robust.metrics import silhouette_overlap
+from captum_robust.metrics import spearman_correlation
+from captum_robust.metrics import topk_intersection
 
 PAIR_METRICS = [kendall_tau, spearman_correlation, center_of_mass_shift]
 MASK_METRICS = [silhouette_overlap, pointing_game, relevance_rank_accuracy, mask_iou]

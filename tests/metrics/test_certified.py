@@ -12,16 +12,15 @@ import pytest
 import scipy.stats
 import torch
 from captum.attr import Saliency
-from hypothesis import given, settings
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
 from captum_robust.attr import SparsifiedSmoothGrad
-from captum_robust.metrics import (
-    CertifiedTopK,
-    CertifiedTopKOverlap,
-    certified_topk_overlap,
-    topk_overlap_certificate,
-)
+from captum_robust.metrics import CertifiedTopK
+from captum_robust.metrics import CertifiedTopKOverlap
+from captum_robust.metrics import certified_topk_overlap
+from captum_robust.metrics import topk_overlap_certificate
 
 norm = scipy.stats.norm
 

@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
-from hypothesis import given, settings
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from captum_robust.metrics import kendall_tau, spearman_correlation
+from captum_robust.metrics import kendall_tau
+from captum_robust.metrics import spearman_correlation
 from captum_robust.metrics._ranking import count_inversions
 
 

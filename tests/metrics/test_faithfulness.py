@@ -3,12 +3,10 @@ import pytest
 import torch
 from helpers.models import conv_net
 
-from captum_robust.metrics import (
-    deletion_area,
-    deletion_curve,
-    insertion_area,
-    insertion_curve,
-)
+from captum_robust.metrics import deletion_area
+from captum_robust.metrics import deletion_curve
+from captum_robust.metrics import insertion_area
+from captum_robust.metrics import insertion_curve
 
 
 def model_and_data(seed=0):

@@ -4,12 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from captum_robust.metrics import (
-    mask_iou,
-    pointing_game,
-    relevance_rank_accuracy,
-    silhouette_overlap,
-)
+from captum_robust.metrics import mask_iou
+from captum_robust.metrics import pointing_game
+from captum_robust.metrics import relevance_rank_accuracy
+from captum_robust.metrics import silhouette_overlap
 
 
 @pytest.fixture

@@ -13,19 +13,18 @@ import warnings
 import numpy as np
 import scipy.stats
 import torch
-from hypothesis import given, settings
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
-from captum_robust.metrics import (
-    center_of_mass_shift,
-    kendall_tau,
-    mask_iou,
-    pointing_game,
-    relevance_rank_accuracy,
-    silhouette_overlap,
-    spearman_correlation,
-    topk_intersection,
-)
+from captum_robust.metrics import center_of_mass_shift
+from captum_robust.metrics import kendall_tau
+from captum_robust.metrics import mask_iou
+from captum_robust.metrics import pointing_game
+from captum_robust.metrics import relevance_rank_accuracy
+from captum_robust.metrics import silhouette_overlap
+from captum_robust.metrics import spearman_correlation
+from captum_robust.metrics import topk_intersection
 
 # dtype: (largest integer magnitude, smallest and largest power-of-two exponent)
 # chosen so that integer * 2**exponent is exact and below the dtype's maximum,

@@ -9,17 +9,15 @@ from captum.attr import Saliency
 from captum.metrics import sensitivity_max
 from helpers.models import conv_net
 
-from captum_robust.metrics import (
-    avg_sensitivity,
-    local_lipschitz_estimate,
-    max_sensitivity,
-    pearson_correlation,
-    random_perturbation_similarity,
-    relative_input_stability,
-    relative_output_stability,
-    relative_representation_stability,
-    structural_similarity,
-)
+from captum_robust.metrics import avg_sensitivity
+from captum_robust.metrics import local_lipschitz_estimate
+from captum_robust.metrics import max_sensitivity
+from captum_robust.metrics import pearson_correlation
+from captum_robust.metrics import random_perturbation_similarity
+from captum_robust.metrics import relative_input_stability
+from captum_robust.metrics import relative_output_stability
+from captum_robust.metrics import relative_representation_stability
+from captum_robust.metrics import structural_similarity
 
 ROUNDS = 3
 
@@ -559,14 +557,12 @@ def test_bad_arguments_are_named():
 
 
 def test_streaming_classes_average_the_functional_scores():
-    from captum_robust.metrics import (
-        DeletionArea,
-        InsertionArea,
-        MaxSensitivity,
-        RelativeRepresentationStability,
-        deletion_area,
-        insertion_area,
-    )
+    from captum_robust.metrics import DeletionArea
+    from captum_robust.metrics import InsertionArea
+    from captum_robust.metrics import MaxSensitivity
+    from captum_robust.metrics import RelativeRepresentationStability
+    from captum_robust.metrics import deletion_area
+    from captum_robust.metrics import insertion_area
 
     model = small_model()
     x = torch.rand(4, 1, 6, 6)

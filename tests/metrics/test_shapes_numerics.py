@@ -8,28 +8,28 @@ import scipy.stats
 import torch
 
 from captum_robust._utils.validation import check_finite
-from captum_robust.metrics import (
-    CenterOfMassShift,
-    KendallTau,
-    MaskIoU,
-    PointingGame,
-    SilhouetteOverlap,
-    SpearmanCorrelation,
-    TopKIntersection,
-    center_of_mass,
-    center_of_mass_shift,
-    flatten_attribution,
-    kendall_tau,
-    mask_iou,
-    pointing_game,
-    relevance_rank_accuracy,
-    silhouette_overlap,
-    spatial_attribution,
-    spearman_correlation,
-    topk_intersection,
-)
+from captum_robust.metrics import CenterOfMassShift
+from captum_robust.metrics import KendallTau
+from captum_robust.metrics import MaskIoU
+from captum_robust.metrics import PointingGame
+from captum_robust.metrics import SilhouetteOverlap
+from captum_robust.metrics import SpearmanCorrelation
+from captum_robust.metrics import TopKIntersection
+from captum_robust.metrics import center_of_mass
+from captum_robust.metrics import center_of_mass_shift
+from captum_robust.metrics import flatten_attribution
+from captum_robust.metrics import kendall_tau
+from captum_robust.metrics import mask_iou
+from captum_robust.metrics import pointing_game
+from captum_robust.metrics import relevance_rank_accuracy
+from captum_robust.metrics import silhouette_overlap
+from captum_robust.metrics import spatial_attribution
+from captum_robust.metrics import spearman_correlation
+from captum_robust.metrics import topk_intersection
 from captum_robust.metrics._center import center_of_mass_map
-from captum_robust.metrics._maps import scaled_sums, scaled_sums_elementwise, unit_scale
+from captum_robust.metrics._maps import scaled_sums
+from captum_robust.metrics._maps import scaled_sums_elementwise
+from captum_robust.metrics._maps import unit_scale
 
 GENERATOR = torch.Generator().manual_seed(0)
 SALIENCY = torch.randn(3, 3, 6, 6, generator=GENERATOR)

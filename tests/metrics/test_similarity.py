@@ -8,12 +8,10 @@ import torch
 from helpers.models import conv_net
 from skimage.metrics import structural_similarity as skimage_ssim
 
-from captum_robust.metrics import (
-    cosine_similarity,
-    mean_squared_error,
-    pearson_correlation,
-    structural_similarity,
-)
+from captum_robust.metrics import cosine_similarity
+from captum_robust.metrics import mean_squared_error
+from captum_robust.metrics import pearson_correlation
+from captum_robust.metrics import structural_similarity
 
 
 def pair(shape, seed=0, dtype=torch.float64, noise=0.3):
@@ -224,12 +222,10 @@ def test_mse_and_ssim_reject_bad_options_by_name():
 
 
 def test_streaming_similarities_average_the_functional_scores():
-    from captum_robust.metrics import (
-        CosineSimilarity,
-        MeanSquaredError,
-        PearsonCorrelation,
-        StructuralSimilarity,
-    )
+    from captum_robust.metrics import CosineSimilarity
+    from captum_robust.metrics import MeanSquaredError
+    from captum_robust.metrics import PearsonCorrelation
+    from captum_robust.metrics import StructuralSimilarity
 
     a, b = pair((6, 3, 9, 9), seed=8)
     zero = torch.zeros(1, 3, 9, 9, dtype=torch.float64)
@@ -258,7 +254,8 @@ def test_streaming_similarities_average_the_functional_scores():
 def test_similarities_by_name_in_evaluate_robustness():
     from captum.attr import Saliency
 
-    from captum_robust.evaluation import METRICS, evaluate_robustness
+    from captum_robust.evaluation import METRICS
+    from captum_robust.evaluation import evaluate_robustness
 
     assert {"pearson", "cosine", "mse", "ssim"} <= set(METRICS)
     model = conv_net(1, 2, 8, 2)

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from captum_robust.metrics import KendallTau, SilhouetteOverlap, TopKIntersection
+from captum_robust.metrics import KendallTau
+from captum_robust.metrics import SilhouetteOverlap
+from captum_robust.metrics import TopKIntersection
 
 
 def free_port():

@@ -1,15 +1,14 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from captum_robust.metrics import (
-    center_of_mass,
-    center_of_mass_shift,
-    topk_intersection,
-)
+from captum_robust.metrics import center_of_mass
+from captum_robust.metrics import center_of_mass_shift
+from captum_robust.metrics import topk_intersection
 
 
 def brute_force_topk(row, k):

@@ -1,7 +1,8 @@
 """Fixtures of the regularizer tests: a tiny seeded CNN and a batch for it."""
 
 import pytest
-from helpers.models import batch, tiny_conv
+from helpers.models import batch
+from helpers.models import tiny_conv
 
 
 @pytest.fixture

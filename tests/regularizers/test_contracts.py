@@ -9,19 +9,19 @@ import weakref
 import pytest
 import torch
 import torch.nn.functional as F
-from captum.attr import LayerGradCam, Occlusion, Saliency
+from captum.attr import LayerGradCam
+from captum.attr import Occlusion
+from captum.attr import Saliency
 from torch import nn
 
 from captum_robust.attr import FunctionalReLUWarning
-from captum_robust.regularizers import (
-    EnhancedAttributionRegularizer,
-    ExplanationConsistencyWeights,
-    HessianNorm,
-    IGNorm,
-    IGSumNorm,
-    LocalGradientAlignment,
-    MaskedGradientPenalty,
-)
+from captum_robust.regularizers import EnhancedAttributionRegularizer
+from captum_robust.regularizers import ExplanationConsistencyWeights
+from captum_robust.regularizers import HessianNorm
+from captum_robust.regularizers import IGNorm
+from captum_robust.regularizers import IGSumNorm
+from captum_robust.regularizers import LocalGradientAlignment
+from captum_robust.regularizers import MaskedGradientPenalty
 
 
 class BNNet(nn.Module):

@@ -6,18 +6,17 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers.models import batch, tiny_mlp
+from helpers.models import batch
+from helpers.models import tiny_mlp
 from torch import nn
 
-from captum_robust.regularizers import (
-    EnhancedAttributionRegularizer,
-    ExplanationConsistencyWeights,
-    HessianNorm,
-    IGNorm,
-    IGSumNorm,
-    LocalGradientAlignment,
-    MaskedGradientPenalty,
-)
+from captum_robust.regularizers import EnhancedAttributionRegularizer
+from captum_robust.regularizers import ExplanationConsistencyWeights
+from captum_robust.regularizers import HessianNorm
+from captum_robust.regularizers import IGNorm
+from captum_robust.regularizers import IGSumNorm
+from captum_robust.regularizers import LocalGradientAlignment
+from captum_robust.regularizers import MaskedGradientPenalty
 
 
 def gen(seed):

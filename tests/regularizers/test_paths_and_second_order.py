@@ -8,15 +8,13 @@ import torch.nn.functional as F
 from helpers.models import small_vit
 from torch import nn
 
-from captum_robust.regularizers import (
-    EnhancedAttributionRegularizer,
-    ExplanationConsistencyWeights,
-    HessianNorm,
-    IGNorm,
-    IGSumNorm,
-    LocalGradientAlignment,
-    MaskedGradientPenalty,
-)
+from captum_robust.regularizers import EnhancedAttributionRegularizer
+from captum_robust.regularizers import ExplanationConsistencyWeights
+from captum_robust.regularizers import HessianNorm
+from captum_robust.regularizers import IGNorm
+from captum_robust.regularizers import IGSumNorm
+from captum_robust.regularizers import LocalGradientAlignment
+from captum_robust.regularizers import MaskedGradientPenalty
 
 PATH = {
     "ig_norm": lambda **kw: IGNorm(0.1, n_steps=4, approx_factor=2, **kw),

@@ -11,11 +11,9 @@ import torch
 from torch import nn
 
 from captum_robust.attr import softplus_activations
-from captum_robust.regularizers import (
-    EnhancedAttributionRegularizer,
-    IGNorm,
-    IGSumNorm,
-)
+from captum_robust.regularizers import EnhancedAttributionRegularizer
+from captum_robust.regularizers import IGNorm
+from captum_robust.regularizers import IGSumNorm
 
 
 def _loss_and_grads(regularizer_cls, internal_batch_size):

@@ -4,14 +4,14 @@ import pytest
 import torch
 import torchvision.models as tv
 from torch import nn
-from torchvision.models import efficientnet_b0, mobilenet_v3_small, resnet18
+from torchvision.models import efficientnet_b0
+from torchvision.models import mobilenet_v3_small
+from torchvision.models import resnet18
 
-from captum_robust.regularizers import (
-    TopGAP,
-    global_pool_names,
-    replace_global_pool,
-    top_gap_penalty,
-)
+from captum_robust.regularizers import TopGAP
+from captum_robust.regularizers import global_pool_names
+from captum_robust.regularizers import replace_global_pool
+from captum_robust.regularizers import top_gap_penalty
 
 
 def test_mean_of_top_k_per_channel():

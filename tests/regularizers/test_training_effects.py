@@ -17,13 +17,12 @@ from torch import nn
 
 from captum_robust.attr import softplus_surrogate
 from captum_robust.datasets import make_silhouette_digits
-from captum_robust.metrics import silhouette_overlap, topk_intersection
-from captum_robust.regularizers import (
-    IGSumNorm,
-    LocalGradientAlignment,
-    MaskedGradientPenalty,
-    TopGAP,
-)
+from captum_robust.metrics import silhouette_overlap
+from captum_robust.metrics import topk_intersection
+from captum_robust.regularizers import IGSumNorm
+from captum_robust.regularizers import LocalGradientAlignment
+from captum_robust.regularizers import MaskedGradientPenalty
+from captum_robust.regularizers import TopGAP
 
 try:  # the attacks package is optional here; see own_topk_attack
     from captum_robust.attacks import TopKAttack
