@@ -36,6 +36,10 @@ class DifferentiableAttribution:
     to the inputs that require gradients and to the model's parameters, so that a
     loss on the attribution can be minimised with respect to either.
 
+    A subclass's ``attribute`` always runs under
+    :func:`~captum_robust._utils.second_order.second_order_safe` (the base class wraps
+    it), so the graph it records is twice differentiable on MobileNetV3 and ViT too.
+
     Attributes
     ----------
     method : str
@@ -56,6 +60,15 @@ class DifferentiableAttribution:
     """
 
     method: str = "attribution"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # The contract of every subclass, a user's included: ``attribute`` records a
+        # twice-differentiable graph (see :func:`second_order`), whether or not its
+        # author remembered the decorator.
+        attribute = cls.__dict__.get("attribute")
+        if attribute is not None and not getattr(attribute, "_second_order", False):
+            cls.attribute = second_order(attribute)
 
     def __init__(self, forward_func: Callable[..., Any] | None) -> None:
         if forward_func is not None:
@@ -121,6 +134,7 @@ def second_order(method: FuncT) -> FuncT:
         with second_order_safe():
             return method(*args, **kwargs)
 
+    wrapper._second_order = True  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
 
 

@@ -39,7 +39,6 @@ from captum_robust.attr._base import TensorOrTuple
 from captum_robust.attr._base import check_call
 from captum_robust.attr._base import check_module
 from captum_robust.attr._base import check_outputs
-from captum_robust.attr._base import second_order
 from captum_robust.attr._base import target_outputs
 from captum_robust.attr._base import tracked_inputs
 from captum_robust.attr._propagation import replaced_activations
@@ -354,7 +353,6 @@ class DeepLiftAttribution(DifferentiableAttribution):
         # Up front: an unsupported layer is an error now, not in the first call.
         _check_layers(forward_func, modes=False)
 
-    @second_order
     def attribute(
         self,
         inputs: TensorOrTuple,

@@ -36,7 +36,6 @@ from captum_robust._utils.validation import check_seed
 from captum_robust.attr._base import DifferentiableAttribution
 from captum_robust.attr._base import TensorOrTuple
 from captum_robust.attr._base import check_forward_func
-from captum_robust.attr._base import second_order
 from captum_robust.attr._deeplift import from_captum as _deeplift
 from captum_robust.attr._grad_cam import LayerGradCamAttribution
 from captum_robust.attr._gradient import CaptumGradientAttribution
@@ -199,7 +198,6 @@ class CallableAttribution(DifferentiableAttribution):
         self._fn = fn
         self.method = getattr(fn, "__name__", type(fn).__name__)
 
-    @second_order
     def attribute(
         self,
         inputs: TensorOrTuple,

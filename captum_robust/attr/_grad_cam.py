@@ -23,7 +23,6 @@ from captum_robust.attr._base import as_module
 from captum_robust.attr._base import check_call
 from captum_robust.attr._base import check_forward_func
 from captum_robust.attr._base import check_target_range
-from captum_robust.attr._base import second_order
 
 LAYOUTS = ("auto", "channels_first", "channels_last", "tokens")
 # Leading tokens that may precede the patch grid when it is inferred: a class
@@ -234,7 +233,6 @@ class LayerGradCamAttribution(DifferentiableAttribution):
         """The layer whose activations are weighted."""
         return self._captum.layer
 
-    @second_order
     def attribute(
         self,
         inputs: TensorOrTuple,

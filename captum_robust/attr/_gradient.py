@@ -20,7 +20,6 @@ from captum_robust.attr._base import check_target
 from captum_robust.attr._base import concat_rows
 from captum_robust.attr._base import create_graph_gradients
 from captum_robust.attr._base import rows_of
-from captum_robust.attr._base import second_order
 from captum_robust.attr._base import tracked_inputs
 
 _BOOL_ARGUMENTS = ("abs", "return_convergence_delta")
@@ -44,7 +43,6 @@ class CaptumGradientAttribution(DifferentiableAttribution):
         self._captum.gradient_func = create_graph_gradients
         self.method = type(attribution).__name__
 
-    @second_order
     def attribute(self, inputs: TensorOrTuple, *args: Any, **kwargs: Any) -> Any:
         """Captum's ``attribute`` with the same arguments, differentiable.
 

@@ -32,7 +32,6 @@ from captum_robust.attr._base import create_graph_gradients
 from captum_robust.attr._base import rand
 from captum_robust.attr._base import randint
 from captum_robust.attr._base import randn
-from captum_robust.attr._base import second_order
 
 
 def expand_target(target: Any, n: int) -> Any:
@@ -116,7 +115,6 @@ class GradientShapAttribution(DifferentiableAttribution):
         self.multiplies_by_inputs = bool(multiply_by_inputs)
         self.seed = check_seed(seed)
 
-    @second_order
     def attribute(
         self,
         inputs: TensorOrTuple,

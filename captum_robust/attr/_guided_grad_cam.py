@@ -17,7 +17,6 @@ from captum_robust.attr._base import TensorOrTuple
 from captum_robust.attr._base import check_call
 from captum_robust.attr._base import check_forward_func
 from captum_robust.attr._base import check_module
-from captum_robust.attr._base import second_order
 from captum_robust.attr._grad_cam import LayerGradCamAttribution
 from captum_robust.attr._propagation import ModifiedReluAttribution
 
@@ -74,7 +73,6 @@ class GuidedGradCamAttribution(DifferentiableAttribution):
         """The layer of the Grad-CAM factor."""
         return self._cam.layer
 
-    @second_order
     def attribute(
         self,
         inputs: TensorOrTuple,

@@ -71,7 +71,6 @@ from captum_robust.attr._base import check_module
 from captum_robust.attr._base import check_outputs
 from captum_robust.attr._base import create_graph_gradients
 from captum_robust.attr._base import patched_forwards
-from captum_robust.attr._base import second_order
 from captum_robust.attr._base import tracked_inputs
 from captum_robust.attr._lrp_epsilon import DirectUse
 from captum_robust.attr._lrp_epsilon import epsilon_warning
@@ -325,7 +324,6 @@ class LRPAttribution(DifferentiableAttribution):
         # its surrogate (and this attribution) at every step warns only once.
         self._epsilon_warned = [False]
 
-    @second_order
     def attribute(
         self,
         inputs: TensorOrTuple,

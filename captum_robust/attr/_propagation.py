@@ -29,7 +29,6 @@ from captum_robust.attr._base import check_call
 from captum_robust.attr._base import check_module
 from captum_robust.attr._base import create_graph_gradients
 from captum_robust.attr._base import patched_forwards
-from captum_robust.attr._base import second_order
 from captum_robust.attr._base import tracked_inputs
 from captum_robust.attr._graph import has_curvature
 
@@ -191,7 +190,6 @@ class ModifiedReluAttribution(DifferentiableAttribution):
         self.guided = guided
         self.method = "GuidedBackprop" if guided else "Deconvolution"
 
-    @second_order
     def attribute(
         self,
         inputs: TensorOrTuple,

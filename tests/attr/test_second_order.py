@@ -6,6 +6,8 @@ second derivative is checked against central finite differences of the
 first-order attribution.
 """
 
+import inspect
+
 import pytest
 import torch
 from captum.attr import GradientShap
@@ -191,3 +193,37 @@ def test_a_backward_run_inside_the_context_gets_the_context_again():
         assert torch._C._len_torch_function_stack() == 1
     assert torch.isfinite(gx).all()
     assert torch._C._len_torch_function_stack() == 0
+
+
+def test_a_user_subclass_records_its_graph_under_the_context():
+    # The base class wraps every subclass's ``attribute``: a user's own
+    # DifferentiableAttribution gets the context without a decorator, once.
+    from captum_robust.attr import DifferentiableAttribution
+
+    class HardswishGradient(DifferentiableAttribution):
+        method = "HardswishGradient"
+
+        def attribute(self, inputs, target=None):
+            """The input gradient of the target score."""
+            depth = torch._C._len_torch_function_stack()
+            score = self.forward_func(inputs)[:, target].sum()
+            (grad,) = torch.autograd.grad(score, inputs, create_graph=True)
+            return grad, depth
+
+    class Subclassed(HardswishGradient):
+        def attribute(self, inputs, target=None):
+            return super().attribute(inputs, target)
+
+    model, _ = mobile()
+    x = _input().requires_grad_(True)
+    for cls in (HardswishGradient, Subclassed):
+        grad, depth = cls(model).attribute(x, target=1)
+        assert depth == 1  # the mode is on, and not pushed twice
+        (second,) = torch.autograd.grad(grad.square().sum(), x)
+        assert torch.isfinite(second).all() and second.abs().sum() > 0
+    assert torch._C._len_torch_function_stack() == 0
+    sig = inspect.signature(HardswishGradient.attribute)
+    assert list(sig.parameters) == ["self", "inputs", "target"]
+    assert (
+        HardswishGradient.attribute.__doc__ == "The input gradient of the target score."
+    )
