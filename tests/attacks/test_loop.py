@@ -7,7 +7,7 @@ from captum.attr import Saliency
 from captum.robust import AttackComparator
 from captum.robust import MinParamPerturbation
 from captum.robust import Perturbation
-from torch import nn
+from helpers.models import TwoInputNet
 
 from captum_robust.attacks import AttackResult
 from captum_robust.attacks import ManipulationAttack
@@ -172,21 +172,9 @@ def test_saliency_scoring_reuses_the_forward_pass(digits):
     assert len(calls) == 1 + 6 + 1
 
 
-class TwoInputNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.a = nn.Linear(6, 5)
-        self.b = nn.Linear(3, 5)
-        self.act = nn.ReLU()
-        self.out = nn.Linear(5, 3)
-
-    def forward(self, x, z, scale):
-        return self.out(self.act(self.a(x) + self.b(z))) * scale
-
-
 def test_tuple_inputs_and_additional_forward_args():
     torch.manual_seed(0)
-    model = TwoInputNet().eval()
+    model = TwoInputNet(6, 3, hidden=5, classes=3).eval()
     g = torch.Generator().manual_seed(0)
     x, z = torch.rand(5, 6, generator=g), torch.rand(5, 3, generator=g)
     scale = torch.full((5, 1), 2.0)

@@ -6,6 +6,7 @@ from captum.attr import DeepLift
 from captum.attr import DeepLiftShap
 from captum.attr import LayerDeepLift
 from captum.attr import NoiseTunnel
+from helpers.models import TwoInputNet
 from helpers.models import bn_cnn
 from torch import nn
 
@@ -125,21 +126,9 @@ def test_equal_captum_options_and_float32():
     torch.testing.assert_close(ours.detach(), theirs)
 
 
-class TwoInputs(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.a = nn.Linear(3, 4)
-        self.b = nn.Linear(2, 4)
-        self.act = nn.ReLU()
-        self.out = nn.Linear(4, 2)
-
-    def forward(self, x1, x2, scale):
-        return self.out(self.act(self.a(x1) + self.b(x2))) * scale
-
-
 def test_tuple_inputs_and_additional_args_equal_captum():
     torch.manual_seed(6)
-    m = TwoInputs().to(F64).eval()
+    m = TwoInputNet(3, 2, hidden=4, classes=2).to(F64).eval()
     xs = (torch.randn(3, 3, dtype=F64), torch.randn(3, 2, dtype=F64))
     bases = (0.5, torch.randn(1, 2, dtype=F64))
     kwargs = dict(baselines=bases, target=1, additional_forward_args=(2.0,))

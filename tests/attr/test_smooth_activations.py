@@ -6,6 +6,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.models import FunctionalNet
 from torch import nn
 from torchvision.ops import SqueezeExcitation
 
@@ -137,16 +138,6 @@ def test_modules_replaced_and_reported():
     torch.testing.assert_close(sharp(x), model(x), atol=1e-3, rtol=0)
 
 
-class FunctionalHard(nn.Module):
-    def __init__(self, fn) -> None:
-        super().__init__()
-        self.lin = nn.Linear(4, 4)
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(self.lin(x) * 4.0)
-
-
 @pytest.mark.parametrize(
     "fn, module, name",
     [
@@ -160,7 +151,7 @@ class FunctionalHard(nn.Module):
 )
 def test_functional_hard_calls_match_the_module_replacement(fn, module, name):
     torch.manual_seed(0)
-    model = FunctionalHard(fn).double()
+    model = FunctionalNet(fn, scale=4.0).double()
     reference = softplus_surrogate(
         nn.Sequential(model.lin, nn.Identity(), module).double(), beta=3.0
     )
@@ -254,7 +245,7 @@ def test_modules_only_warning_and_max_pooling_is_quiet():
 
 def test_context_manager_keeps_an_instance_forward():
     torch.manual_seed(0)
-    model = FunctionalHard(F.relu)
+    model = FunctionalNet(F.relu, scale=4.0)
     own = model.forward
     model.forward = lambda x: own(x) + 1.0  # an instance-level forward
     marker = model.__dict__["forward"]

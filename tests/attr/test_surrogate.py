@@ -7,6 +7,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.models import FunctionalNet
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -31,16 +32,6 @@ class MixedNet(nn.Module):
     def forward(self, x):
         h = self.act(self.bn(self.conv(x)))
         return self.head(self.block(h.flatten(1)))
-
-
-class FunctionalNet(nn.Module):
-    def __init__(self, fn) -> None:
-        super().__init__()
-        self.lin = nn.Linear(4, 4)
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(self.lin(x))
 
 
 @pytest.fixture

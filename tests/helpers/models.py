@@ -177,3 +177,32 @@ def _vit(image_size, *, patch_size, num_layers, width, num_classes, head_std=0.1
     # torchvision zero-initialises the head, which would make every gradient zero.
     nn.init.normal_(vit.heads.head.weight, std=head_std)
     return vit
+
+
+class FunctionalNet(nn.Module):
+    """linear 4 -> 4, then ``fn`` (a functional activation the surrogate must
+    find) on ``scale`` times its output."""
+
+    def __init__(self, fn, scale: float = 1.0) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.fn = fn
+        self.scale = scale
+
+    def forward(self, x):
+        return self.fn(self.lin(x) * self.scale)
+
+
+class TwoInputNet(nn.Module):
+    """Two inputs (B, a) and (B, b) summed after their own linear layer, ReLU,
+    linear to ``classes``, times the additional argument ``scale``."""
+
+    def __init__(self, a: int, b: int, hidden: int, classes: int) -> None:
+        super().__init__()
+        self.a = nn.Linear(a, hidden)
+        self.b = nn.Linear(b, hidden)
+        self.act = nn.ReLU()
+        self.out = nn.Linear(hidden, classes)
+
+    def forward(self, x1, x2, scale):
+        return self.out(self.act(self.a(x1) + self.b(x2))) * scale
