@@ -182,14 +182,7 @@ def test_similarity_ssim_nan_for_non_image_maps():
 
 
 def test_user_objects_untouched_with_beta_growth():
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1),
-        nn.BatchNorm2d(4),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(4 * 8 * 8, 3),
-    )
+    model = conv_net(1, 4, 8, 3, act=nn.ReLU, batch_norm=True)
     model.train()
     model[0].weight.requires_grad_(False)
     buffers = {k: v.clone() for k, v in model.state_dict().items()}

@@ -429,36 +429,27 @@ def test_manipulation_attack_on_default_lrp_warns_once():
 
 def test_max_pool_before_the_activation_is_never_named():
     # The pool's output goes into a softplus on the surrogate, but its rule's
-    # ratio a / (z + eps sign(z)) is at most 1 in size: z is the selected a.
-    torch.manual_seed(0)
-    m = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1),
-        nn.MaxPool2d(2),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(4 * 4 * 4, 3),
-    ).eval()
-    m[0].rule = EpsilonRule(epsilon=1.0)
-    m[4].rule = EpsilonRule(epsilon=1.0)
+    # ratio a / (z + eps sign(z)) is at most 1 in size: z is the selected a. A
+    # batch norm in the same place is named: its output is centred.
     x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    smooth = softplus_surrogate(m, beta=10.0)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        _differentiate(differentiable(LRP(m)).with_forward_func(smooth), x)
-    assert _epsilon_warnings(caught) == []
-    # A batch norm in the same place is named: its output is centred.
-    m = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1),
-        nn.BatchNorm2d(4),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(4 * 8 * 8, 3),
-    ).eval()
-    m[0].rule = EpsilonRule(epsilon=1.0)
-    m[4].rule = EpsilonRule(epsilon=1.0)
-    smooth = softplus_surrogate(m, beta=10.0)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        _differentiate(differentiable(LRP(m)).with_forward_func(smooth), x)
-    (w,) = _epsilon_warnings(caught)
-    assert "'1' (BatchNorm2d" in str(w.message)
+    for middle, side, named in (
+        (nn.MaxPool2d(2), 4, None),
+        (nn.BatchNorm2d(4), 8, "'1' (BatchNorm2d"),
+    ):
+        torch.manual_seed(0)
+        conv, act, head = (
+            nn.Conv2d(1, 4, 3, padding=1),
+            nn.ReLU(),
+            nn.Linear(4 * side**2, 3),
+        )
+        m = nn.Sequential(conv, middle, act, nn.Flatten(), head).eval()
+        conv.rule = head.rule = EpsilonRule(epsilon=1.0)
+        smooth = softplus_surrogate(m, beta=10.0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _differentiate(differentiable(LRP(m)).with_forward_func(smooth), x)
+        found = [str(w.message) for w in _epsilon_warnings(caught)]
+        if named is None:
+            assert found == []
+        else:
+            assert len(found) == 1 and named in found[0]
