@@ -312,8 +312,7 @@ def robust_accuracy(
     >>> import torch
     >>> from torch import nn
     >>> from captum_robust.attacks import robust_accuracy
-    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-    <torch._C.Generator object at 0x...>
+    >>> _ = torch.manual_seed(0)
     >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
     >>> x, y = torch.rand(8, 1, 4, 4), torch.randint(0, 3, (8,))
     >>> result = robust_accuracy(model, (x, y), epsilon=0.3, steps=10, step_size=0.05)

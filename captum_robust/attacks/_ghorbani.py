@@ -151,8 +151,7 @@ class TopKAttack(AttributionAttack):
     >>> from torch import nn
     >>> from captum.attr import Saliency
     >>> from captum_robust.attacks import TopKAttack
-    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-    <torch._C.Generator object at ...>
+    >>> _ = torch.manual_seed(0)
     >>> model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
     ...                       nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
     >>> attack = TopKAttack(model, Saliency(model), k=8, n_steps=5)
@@ -308,8 +307,7 @@ class MassCenterAttack(AttributionAttack):
     >>> from torch import nn
     >>> from captum.attr import Saliency
     >>> from captum_robust.attacks import MassCenterAttack
-    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-    <torch._C.Generator object at ...>
+    >>> _ = torch.manual_seed(0)
     >>> model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
     ...                       nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
     >>> attack = MassCenterAttack(model, Saliency(model), n_steps=5)
@@ -476,8 +474,7 @@ default "target_mass"
     >>> from torch import nn
     >>> from captum.attr import Saliency
     >>> from captum_robust.attacks import TargetedAttack
-    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-    <torch._C.Generator object at ...>
+    >>> _ = torch.manual_seed(0)
     >>> model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
     ...                       nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
     >>> region = torch.zeros(8, 8, dtype=torch.bool)

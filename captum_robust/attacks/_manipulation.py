@@ -157,8 +157,7 @@ default "target_mse"
     >>> from torch import nn
     >>> from captum.attr import Saliency
     >>> from captum_robust.attacks import ManipulationAttack
-    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-    <torch._C.Generator object at ...>
+    >>> _ = torch.manual_seed(0)
     >>> model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
     ...                       nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
     >>> frame = torch.ones(8, 8)

@@ -70,8 +70,7 @@ class RandomAttack(AttributionAttack):
     >>> from torch import nn
     >>> from captum.attr import Saliency
     >>> from captum_robust.attacks import RandomAttack
-    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-    <torch._C.Generator object at ...>
+    >>> _ = torch.manual_seed(0)
     >>> model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
     ...                       nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
     >>> attack = RandomAttack(model, Saliency(model), criterion_k=8, n_steps=5)

@@ -323,8 +323,7 @@ class DeepLiftAttribution(DifferentiableAttribution):
     >>> from torch import nn
     >>> from captum.attr import DeepLift
     >>> from captum_robust.attr import differentiable, softplus_surrogate
-    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-    <torch._C.Generator object at ...>
+    >>> _ = torch.manual_seed(0)
     >>> model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
     >>> x = torch.randn(2, 3)
     >>> dl = differentiable(DeepLift(model))

@@ -47,8 +47,7 @@ class GuidedGradCamAttribution(DifferentiableAttribution):
     >>> from torch import nn
     >>> from captum.attr import GuidedGradCam
     >>> from captum_robust.attr import differentiable
-    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-    <torch._C.Generator object at ...>
+    >>> _ = torch.manual_seed(0)
     >>> model = nn.Sequential(
     ...     nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)
     ... ).eval()

@@ -296,8 +296,7 @@ class LRPAttribution(DifferentiableAttribution):
     >>> from captum.attr import LRP
     >>> from captum.attr._utils.lrp_rules import GammaRule
     >>> from captum_robust.attr import differentiable, softplus_surrogate
-    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-    <torch._C.Generator object at ...>
+    >>> _ = torch.manual_seed(0)
     >>> model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
     >>> model[0].rule = GammaRule(gamma=0.25)
     >>> x = torch.randn(2, 3)

@@ -106,8 +106,7 @@ class LRPEpsilonWarning(UserWarning):
     >>> from captum.attr._utils.lrp_rules import EpsilonRule
     >>> from captum_robust.attr import (
     ...     LRPEpsilonWarning, differentiable, softplus_surrogate)
-    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-    <torch._C.Generator object at ...>
+    >>> _ = torch.manual_seed(0)
     >>> model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
     >>> smooth = softplus_surrogate(model, beta=10.0)
     >>> x = torch.rand(2, 3, requires_grad=True)

@@ -527,8 +527,7 @@ def random_perturbation_similarity(
     >>> import torch
     >>> from captum.attr import Saliency
     >>> from captum_robust.metrics import random_perturbation_similarity
-    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-    <torch._C.Generator object at ...>
+    >>> _ = torch.manual_seed(0)
     >>> model = torch.nn.Sequential(
     ...     torch.nn.Flatten(), torch.nn.Linear(64, 8), torch.nn.Softplus(),
     ...     torch.nn.Linear(8, 2))
