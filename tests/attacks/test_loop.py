@@ -209,14 +209,19 @@ def test_are_captum_perturbations(digits, tiny):
     )
 
 
+def _topk_stability(sal, x, y):
+    """The top-25 intersection with the map of ``x``: Captum's forward_func for
+    its attack tools, which then measure the explanation, not the prediction."""
+    original = sal.attribute(x, target=y)
+    return lambda inputs: topk_intersection(
+        original, sal.attribute(inputs, target=y), k=25
+    )
+
+
 def test_attack_comparator(digits):
     model, x, y = digits.model, digits.images[:8], digits.labels[:8]
     sal = Saliency(model)
-    original = sal.attribute(x, target=y)
-
-    def stability(inputs):
-        return topk_intersection(original, sal.attribute(inputs, target=y), k=25)
-
+    stability = _topk_stability(sal, x, y)
     comparator = AttackComparator(
         forward_func=stability, metric=lambda out, target: out
     )
@@ -239,11 +244,7 @@ def test_attack_comparator(digits):
 def test_min_param_perturbation_searches_epsilon(digits):
     model, x, y = digits.model, digits.images[:1], digits.labels[:1]
     sal = Saliency(model)
-    original = sal.attribute(x, target=y)
-
-    def stability(inputs):
-        return topk_intersection(original, sal.attribute(inputs, target=y), k=25)
-
+    stability = _topk_stability(sal, x, y)
     search = MinParamPerturbation(
         forward_func=stability,
         attack=TopKAttack(model, sal, k=25, step_size=0.01, n_steps=6),

@@ -57,40 +57,36 @@ def test_beta_growth_uses_dombrowskis_schedule(monkeypatch):
     assert isinstance(model[1], nn.ReLU)
 
 
-def test_beta_growth_first_step_is_the_fixed_beta_attack():
+def _beta_run(surrogate_beta, n_steps, return_results=False):
+    """Dombrowski's attack of the seeded tiny CNN toward the frame map."""
     model = tiny_cnn()
-    x = inputs()
-    kw = dict(n_steps=1, step_size=0.01)
-    grown = ManipulationAttack(model, Saliency(model), surrogate_beta=(5.0, 50.0), **kw)
-    fixed = ManipulationAttack(model, Saliency(model), surrogate_beta=5.0, **kw)
-    other = ManipulationAttack(model, Saliency(model), surrogate_beta=50.0, **kw)
-    out_g, res_g = grown.perturb(x, target_map=frame_target(), return_results=True)
-    out_f = fixed.perturb(x, target_map=frame_target())
-    out_o = other.perturb(x, target_map=frame_target())
-    assert torch.equal(out_g, out_f)
-    assert not torch.equal(out_g, out_o)
+    attack = ManipulationAttack(
+        model,
+        Saliency(model),
+        surrogate_beta=surrogate_beta,
+        n_steps=n_steps,
+        step_size=0.01,
+    )
+    out = attack.perturb(inputs(), target_map=frame_target(), return_results=True)
+    return (out, attack) if return_results else out[0]
+
+
+def test_beta_growth_first_step_is_the_fixed_beta_attack():
+    (out_g, res_g), _ = _beta_run((5.0, 50.0), 1, return_results=True)
+    assert torch.equal(out_g, _beta_run(5.0, 1))
+    assert not torch.equal(out_g, _beta_run(50.0, 1))
     assert res_g.improved.any()
 
 
 def test_beta_growth_moves_later_steps_with_larger_beta():
     # Two steps of the growth (10 -> 1000): the second step's beta is 100, so the
     # result differs from two steps at a fixed beta of 10.
-    model = tiny_cnn()
-    x = inputs()
-    kw = dict(n_steps=2, step_size=0.01)
-    grown = ManipulationAttack(model, Saliency(model), surrogate_beta=(10.0, 1e3), **kw)
-    fixed = ManipulationAttack(model, Saliency(model), surrogate_beta=10.0, **kw)
-    assert not torch.equal(
-        grown.perturb(x, target_map=frame_target()),
-        fixed.perturb(x, target_map=frame_target()),
-    )
+    fixed = _beta_run(10.0, 2)
+    assert not torch.equal(_beta_run((10.0, 1e3), 2), fixed)
     # A constant pair is the fixed beta.
-    same = ManipulationAttack(model, Saliency(model), surrogate_beta=(10.0, 10.0), **kw)
-    assert same.surrogate_beta == 10.0
-    assert torch.equal(
-        same.perturb(x, target_map=frame_target()),
-        fixed.perturb(x, target_map=frame_target()),
-    )
+    (same, _), attack = _beta_run((10.0, 10.0), 2, return_results=True)
+    assert attack.surrogate_beta == 10.0
+    assert torch.equal(same, fixed)
 
 
 def test_box_only_leaves_the_ball_but_not_the_bounds():
