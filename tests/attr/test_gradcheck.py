@@ -20,51 +20,34 @@ def _baselines():
     return torch.randn(4, 2, 6, 6, generator=g, dtype=torch.float64)
 
 
-def _methods(model):
-    """(name, wrapper, kwargs) for every supported method, deterministic."""
-    return [
-        ("saliency", differentiable(Saliency(model)), {"abs": False}),
-        ("saliency_abs", differentiable(Saliency(model)), {}),
-        ("input_x_gradient", differentiable(InputXGradient(model)), {}),
-        (
-            "integrated_gradients",
-            differentiable(IntegratedGradients(model)),
-            {"n_steps": 4, "method": "riemann_right"},
-        ),
-        (
-            "gradient_shap",
-            differentiable(GradientShap(model), seed=0),
-            {"baselines": _baselines(), "n_samples": 3, "stdevs": 0.1},
-        ),
-        (
-            "layer_grad_cam",
-            differentiable(LayerGradCam(model, model.conv2), upsample_to_input=True),
-            {},
-        ),
-        ("smoothgrad", SmoothGrad(model, seed=0), {"nt_samples": 3, "stdevs": 0.2}),
-        (
-            "noise_tunnel_ig",
-            differentiable(NoiseTunnel(IntegratedGradients(model)), seed=0),
-            {"nt_samples": 2, "stdevs": 0.1, "n_steps": 3, "nt_type": "smoothgrad_sq"},
-        ),
-    ]
+# name -> model -> (wrapper, kwargs): every supported method, deterministic.
+METHODS = {
+    "saliency": lambda m: (differentiable(Saliency(m)), {"abs": False}),
+    "saliency_abs": lambda m: (differentiable(Saliency(m)), {}),
+    "input_x_gradient": lambda m: (differentiable(InputXGradient(m)), {}),
+    "integrated_gradients": lambda m: (
+        differentiable(IntegratedGradients(m)),
+        {"n_steps": 4, "method": "riemann_right"},
+    ),
+    "gradient_shap": lambda m: (
+        differentiable(GradientShap(m), seed=0),
+        {"baselines": _baselines(), "n_samples": 3, "stdevs": 0.1},
+    ),
+    "layer_grad_cam": lambda m: (
+        differentiable(LayerGradCam(m, m.conv2), upsample_to_input=True),
+        {},
+    ),
+    "smoothgrad": lambda m: (SmoothGrad(m, seed=0), {"nt_samples": 3, "stdevs": 0.2}),
+    "noise_tunnel_ig": lambda m: (
+        differentiable(NoiseTunnel(IntegratedGradients(m)), seed=0),
+        {"nt_samples": 2, "stdevs": 0.1, "n_steps": 3, "nt_type": "smoothgrad_sq"},
+    ),
+}
 
 
-NAMES = [
-    "saliency",
-    "saliency_abs",
-    "input_x_gradient",
-    "integrated_gradients",
-    "gradient_shap",
-    "layer_grad_cam",
-    "smoothgrad",
-    "noise_tunnel_ig",
-]
-
-
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", METHODS)
 def test_gradient_wrt_input(name, net, x):
-    _, method, kwargs = next(m for m in _methods(net) if m[0] == name)
+    method, kwargs = METHODS[name](net)
 
     def f(inp):
         return method.attribute(inp, target=1, **kwargs)
@@ -82,7 +65,7 @@ def test_gradient_wrt_parameter(name, net, x):
             return functional_call(net, {"fc.weight": w}, (inp,))
 
         # The attribution is rebound to a forward that reads the parameter under test.
-        _, method, kwargs = next(m for m in _methods(net) if m[0] == name)
+        method, kwargs = METHODS[name](net)
         bound = method.with_forward_func(forward, **_layer_kwargs(method, net))
         return bound.attribute(x, target=2, **kwargs)
 

@@ -13,17 +13,19 @@ from captum_robust.attr import DifferentiableAttribution
 from captum_robust.attr import SmoothGrad
 from captum_robust.attr import differentiable
 
+WRAPPERS = {
+    "Saliency": lambda net: differentiable(Saliency(net)),
+    "InputXGradient": lambda net: differentiable(InputXGradient(net)),
+    "IG": lambda net: differentiable(IntegratedGradients(net)),
+    "GradientShap": lambda net: differentiable(GradientShap(net), seed=0),
+    "LayerGradCam": lambda net: differentiable(LayerGradCam(net, net.conv2)),
+    "NoiseTunnel": lambda net: differentiable(NoiseTunnel(Saliency(net)), seed=0),
+    "SmoothGrad": lambda net: SmoothGrad(net, seed=0),
+}
+
 
 def _wrappers(net):
-    return {
-        "Saliency": differentiable(Saliency(net)),
-        "InputXGradient": differentiable(InputXGradient(net)),
-        "IG": differentiable(IntegratedGradients(net)),
-        "GradientShap": differentiable(GradientShap(net), seed=0),
-        "LayerGradCam": differentiable(LayerGradCam(net, net.conv2)),
-        "NoiseTunnel": differentiable(NoiseTunnel(Saliency(net)), seed=0),
-        "SmoothGrad": SmoothGrad(net, seed=0),
-    }
+    return {name: build(net) for name, build in WRAPPERS.items()}
 
 
 def _call(name, wrapper, x, target):
@@ -51,20 +53,9 @@ BAD_TARGETS = [
 ]
 
 
-NAMES = [
-    "Saliency",
-    "InputXGradient",
-    "IG",
-    "GradientShap",
-    "LayerGradCam",
-    "NoiseTunnel",
-    "SmoothGrad",
-]
-
-
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", WRAPPERS)
 def test_bad_targets_are_refused_by_name(name, net, xb):
-    wrapper = _wrappers(net)[name]
+    wrapper = WRAPPERS[name](net)
     for target, error, detail in BAD_TARGETS:
         with pytest.raises(error, match="`target`") as info:
             _call(name, wrapper, xb, target)
