@@ -55,6 +55,7 @@ from captum.attr import IntegratedGradients
 from captum.attr import Saliency
 from captum.attr._utils.lrp_rules import EpsilonRule
 from helpers.digits import train_on_digits
+from helpers.models import PooledCNN
 from torch import nn
 
 from captum_robust.attacks import ManipulationAttack
@@ -97,25 +98,12 @@ METHODS = [
 ]
 
 
-class DigitNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
-        self.relu1 = nn.ReLU()
-        self.pool = nn.AvgPool2d(2)
-        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
-        self.relu2 = nn.ReLU()
-        self.fc = nn.Linear(16 * 8 * 8, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.relu1(self.conv1(x)))
-        return self.fc(self.relu2(self.conv2(x)).flatten(1))
-
-
 @pytest.fixture(scope="module")
 def setting():
     torch.manual_seed(0)
-    model, images, labels = train_on_digits(DigitNet(), epochs=3)
+    model, images, labels = train_on_digits(
+        PooledCNN((8, 16), side=16, classes=10), epochs=3
+    )
     with torch.no_grad():
         accuracy = (model(images[1500:]).argmax(1) == labels[1500:]).float().mean()
     assert accuracy > 0.8

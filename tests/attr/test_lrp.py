@@ -13,6 +13,7 @@ from captum.attr._utils.lrp_rules import Alpha1_Beta0_Rule
 from captum.attr._utils.lrp_rules import EpsilonRule
 from captum.attr._utils.lrp_rules import GammaRule
 from captum.attr._utils.lrp_rules import IdentityRule
+from helpers.models import PooledCNN
 from torch import nn
 
 from captum_robust.attacks import ManipulationAttack
@@ -338,28 +339,11 @@ def test_dropout_in_training_mode_refused():
 # ------------------------------------------------ small epsilon under differentiation
 
 
-class _EpsNet(nn.Module):
-    """conv -> relu -> avg-pool -> conv -> relu -> linear. On the surrogate both
-    convolutions feed a softplus; the pool feeds a convolution and the linear
-    layer is the output, where the stabiliser cancels."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
-        self.act1 = nn.ReLU()
-        self.pool = nn.AvgPool2d(2)
-        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
-        self.act2 = nn.ReLU()
-        self.fc = nn.Linear(4 * 4 * 4, 3)
-
-    def forward(self, x):
-        h = self.pool(self.act1(self.conv1(x)))
-        return self.fc(self.act2(self.conv2(h)).flatten(1))
-
-
 def _eps_net():
+    """On the surrogate both convolutions feed a softplus; the pool feeds a
+    convolution and the linear layer is the output, where the stabiliser cancels."""
     torch.manual_seed(0)
-    return _EpsNet().eval()
+    return PooledCNN((4, 4), side=8, classes=3).eval()
 
 
 def _differentiate(lrp, x):

@@ -206,3 +206,25 @@ class TwoInputNet(nn.Module):
 
     def forward(self, x1, x2, scale):
         return self.out(self.act(self.a(x1) + self.b(x2))) * scale
+
+
+class PooledCNN(nn.Module):
+    """conv -> ReLU -> 2x2 average pool -> conv -> ReLU -> linear, on
+    (B, 1, side, side) inputs; ``widths`` are the two convolutions' channels.
+
+    Average pools, not max pools: under LRP and its smooth surrogate every unit
+    keeps a share of the relevance, which the manipulation tests rely on.
+    """
+
+    def __init__(self, widths: tuple[int, int], side: int, classes: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, widths[0], 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.pool = nn.AvgPool2d(2)
+        self.conv2 = nn.Conv2d(widths[0], widths[1], 3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.fc = nn.Linear(widths[1] * (side // 2) ** 2, classes)
+
+    def forward(self, x):
+        x = self.pool(self.relu1(self.conv1(x)))
+        return self.fc(self.relu2(self.conv2(x)).flatten(1))
