@@ -221,25 +221,8 @@ def relative_input_stability(
     distribution : {"uniform", "gaussian"}, default "uniform"
         "gaussian" adds N(0, radius^2) to every coordinate (``norm`` unused).
     perturb_func : callable, optional
-        Replaces the draws: it gets the (B, ...) batch once per perturbation
-        round and returns its perturbed copy. Two forms, told apart by the
-        signature:
-
-        * ``perturb_func(inputs, generator)``: draws from the
-          ``torch.Generator`` that ``seed`` seeds;
-        * Captum's ``perturb_func(inputs, perturb_radius)``, as
-          ``captum.metrics.sensitivity_max`` calls it (e.g. Captum's
-          ``default_perturb_func``), given ``radius``; or
-          ``perturb_func(inputs)``. It may return a tuple of one Tensor. Its
-          draws from torch's global generator are seeded by ``seed`` too (the
-          caller's global random state is left as it was); ``seed=None``
-          continues the global stream, as Captum does.
-
-        A second parameter named ``generator``, or annotated
-        ``torch.Generator``, selects the first form; one named
-        ``perturb_radius``, ``radius`` or ``eps``, annotated ``float`` or with
-        a float default, the second. A signature that says neither is called
-        in the first form (a TypeError from that call names both forms).
+        Replaces the draws; its two accepted forms are described in
+        :func:`max_sensitivity`.
     lower_bound, upper_bound : float, optional
         Clamp the perturbed inputs to the valid range.
     seed : int or None, default 0
@@ -340,25 +323,8 @@ def relative_output_stability(
     distribution : {"uniform", "gaussian"}, default "uniform"
         "gaussian" adds N(0, radius^2) to every coordinate (``norm`` unused).
     perturb_func : callable, optional
-        Replaces the draws: it gets the (B, ...) batch once per perturbation
-        round and returns its perturbed copy. Two forms, told apart by the
-        signature:
-
-        * ``perturb_func(inputs, generator)``: draws from the
-          ``torch.Generator`` that ``seed`` seeds;
-        * Captum's ``perturb_func(inputs, perturb_radius)``, as
-          ``captum.metrics.sensitivity_max`` calls it (e.g. Captum's
-          ``default_perturb_func``), given ``radius``; or
-          ``perturb_func(inputs)``. It may return a tuple of one Tensor. Its
-          draws from torch's global generator are seeded by ``seed`` too (the
-          caller's global random state is left as it was); ``seed=None``
-          continues the global stream, as Captum does.
-
-        A second parameter named ``generator``, or annotated
-        ``torch.Generator``, selects the first form; one named
-        ``perturb_radius``, ``radius`` or ``eps``, annotated ``float`` or with
-        a float default, the second. A signature that says neither is called
-        in the first form (a TypeError from that call names both forms).
+        Replaces the draws; its two accepted forms are described in
+        :func:`max_sensitivity`.
     lower_bound, upper_bound : float, optional
         Clamp the perturbed inputs to the valid range.
     seed : int or None, default 0
@@ -463,25 +429,8 @@ def relative_representation_stability(
     distribution : {"uniform", "gaussian"}, default "uniform"
         "gaussian" adds N(0, radius^2) to every coordinate (``norm`` unused).
     perturb_func : callable, optional
-        Replaces the draws: it gets the (B, ...) batch once per perturbation
-        round and returns its perturbed copy. Two forms, told apart by the
-        signature:
-
-        * ``perturb_func(inputs, generator)``: draws from the
-          ``torch.Generator`` that ``seed`` seeds;
-        * Captum's ``perturb_func(inputs, perturb_radius)``, as
-          ``captum.metrics.sensitivity_max`` calls it (e.g. Captum's
-          ``default_perturb_func``), given ``radius``; or
-          ``perturb_func(inputs)``. It may return a tuple of one Tensor. Its
-          draws from torch's global generator are seeded by ``seed`` too (the
-          caller's global random state is left as it was); ``seed=None``
-          continues the global stream, as Captum does.
-
-        A second parameter named ``generator``, or annotated
-        ``torch.Generator``, selects the first form; one named
-        ``perturb_radius``, ``radius`` or ``eps``, annotated ``float`` or with
-        a float default, the second. A signature that says neither is called
-        in the first form (a TypeError from that call names both forms).
+        Replaces the draws; its two accepted forms are described in
+        :func:`max_sensitivity`.
     lower_bound, upper_bound : float, optional
         Clamp the perturbed inputs to the valid range.
     seed : int or None, default 0
