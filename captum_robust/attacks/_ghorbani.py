@@ -240,16 +240,11 @@ class MassCenterAttack(AttributionAttack):
     Parameters
     ----------
     forward_func : nn.Module or callable
-        The classifier, returning logits (B, classes). An ``nn.Module`` (or a bound
-        method of one) is put in eval mode during the attack and its modes are
-        restored afterwards.
+        The classifier, returning logits (B, classes); its modes are restored
+        after the attack, as in :class:`TopKAttack`.
     attribution : captum.attr.Attribution or callable
-        Saliency, InputXGradient, IntegratedGradients, GradientShap, LayerGradCam,
-        NoiseTunnel over those, a :class:`~captum_robust.attr.DifferentiableAttribution`
-        or a differentiable callable, made differentiable by
-        :func:`~captum_robust.attr.differentiable` (which refuses, with a
-        ``TypeError`` saying why, methods that cannot be: Occlusion, DeepLift, ...).
-        The user's object is never modified.
+        The Captum attribution (or differentiable callable) attacked, made
+        differentiable as in :class:`TopKAttack`; the user's object is never modified.
     epsilon : float, default 8/255
         Radius of the L-inf ball around the input; >= 0.
     step_size : float, default 1/255
@@ -257,20 +252,16 @@ class MassCenterAttack(AttributionAttack):
     n_steps : int, default 50
         Steps per restart.
     restarts : int, default 1
-        Runs of the attack; the best iterate over all of them is kept. The first
-        starts at the input (unless ``random_start``), the others at a uniform
-        random point of the ball (drawn from ``seed``). Chen et al. use 3.
+        Runs of the attack; the best iterate over all of them is kept (see
+        :class:`TopKAttack`).
     random_start : bool, default False
         Start the first restart at a random point too.
     criterion : {"center_shift", "topk", "kendall", "spearman"}, default \
 "center_shift"
         How iterates are compared with the original map on the real model.
     surrogate_beta : float or None, default 10.0
-        The attack direction is computed on
-        :func:`~captum_robust.attr.softplus_surrogate` ``(forward_func, beta)``
-        (ReLU -> Softplus(beta)), since second derivatives of a ReLU network vanish;
-        the papers use 1 to 100. None computes it on ``forward_func`` itself (for
-        smooth models and for plain-callable attributions, which cannot be rebound).
+        Beta of the softplus surrogate the attack direction is computed on, as
+        in :class:`TopKAttack`; None computes it on ``forward_func`` itself.
     surrogate : callable or None, default None
         A smooth model to use instead of building one.
     lower_bound, upper_bound : float, default 0.0, 1.0
@@ -279,19 +270,11 @@ class MassCenterAttack(AttributionAttack):
     criterion_k : int, default 100
         k of the top-k intersection when ``criterion="topk"``.
     attribution_kwargs : dict or None, default None
-        Passed to ``attribution.attribute`` on every call (surrogate and real
-        model), e.g. ``{"n_steps": 100, "method": "riemann_right"}`` for the
-        Integrated Gradients of Chen et al., or ``baselines``. Captum's defaults
-        otherwise. On a CPU, Integrated Gradients is computed for a few samples at
-        a time (about 128 model evaluations per call), which keeps the activations
-        in cache and is several times faster than the whole batch at once; give
-        ``internal_batch_size`` (in model evaluations) to choose the size yourself.
+        Passed to ``attribution.attribute`` on every call, as in
+        :class:`TopKAttack`.
     seed : int or None, default 0
-        Seeds a fresh generator on every ``perturb`` call (random starts, random
-        steps), so calls are reproducible; None uses torch's global generator. The
-        draws of random attribution methods (GradientShap, NoiseTunnel) are fixed
-        by it too (0 when None), so the original and every iterate are explained
-        under the same noise.
+        Seeds a fresh generator on every ``perturb`` call, as in
+        :class:`TopKAttack`; None uses torch's global generator.
 
     Notes
     -----
@@ -406,16 +389,11 @@ class TargetedAttack(AttributionAttack):
     Parameters
     ----------
     forward_func : nn.Module or callable
-        The classifier, returning logits (B, classes). An ``nn.Module`` (or a bound
-        method of one) is put in eval mode during the attack and its modes are
-        restored afterwards.
+        The classifier, returning logits (B, classes); its modes are restored
+        after the attack, as in :class:`TopKAttack`.
     attribution : captum.attr.Attribution or callable
-        Saliency, InputXGradient, IntegratedGradients, GradientShap, LayerGradCam,
-        NoiseTunnel over those, a :class:`~captum_robust.attr.DifferentiableAttribution`
-        or a differentiable callable, made differentiable by
-        :func:`~captum_robust.attr.differentiable` (which refuses, with a
-        ``TypeError`` saying why, methods that cannot be: Occlusion, DeepLift, ...).
-        The user's object is never modified.
+        The Captum attribution (or differentiable callable) attacked, made
+        differentiable as in :class:`TopKAttack`; the user's object is never modified.
     epsilon : float, default 8/255
         Radius of the L-inf ball around the input; >= 0.
     step_size : float, default 1/255
@@ -423,9 +401,8 @@ class TargetedAttack(AttributionAttack):
     n_steps : int, default 50
         Steps per restart.
     restarts : int, default 1
-        Runs of the attack; the best iterate over all of them is kept. The first
-        starts at the input (unless ``random_start``), the others at a uniform
-        random point of the ball (drawn from ``seed``). Chen et al. use 3.
+        Runs of the attack; the best iterate over all of them is kept (see
+        :class:`TopKAttack`).
     random_start : bool, default False
         Start the first restart at a random point too.
     criterion : {"target_mass", "topk", "kendall", "spearman", "center_shift"}, \
@@ -433,11 +410,8 @@ default "target_mass"
         How iterates are compared on the real model. ``target_mass`` is
         ``sum(S * T)``, in [0, 1], higher is better.
     surrogate_beta : float or None, default 10.0
-        The attack direction is computed on
-        :func:`~captum_robust.attr.softplus_surrogate` ``(forward_func, beta)``
-        (ReLU -> Softplus(beta)), since second derivatives of a ReLU network vanish;
-        the papers use 1 to 100. None computes it on ``forward_func`` itself (for
-        smooth models and for plain-callable attributions, which cannot be rebound).
+        Beta of the softplus surrogate the attack direction is computed on, as
+        in :class:`TopKAttack`; None computes it on ``forward_func`` itself.
     surrogate : callable or None, default None
         A smooth model to use instead of building one.
     lower_bound, upper_bound : float, default 0.0, 1.0
@@ -446,19 +420,11 @@ default "target_mass"
     criterion_k : int, default 100
         k of the top-k intersection when ``criterion="topk"``.
     attribution_kwargs : dict or None, default None
-        Passed to ``attribution.attribute`` on every call (surrogate and real
-        model), e.g. ``{"n_steps": 100, "method": "riemann_right"}`` for the
-        Integrated Gradients of Chen et al., or ``baselines``. Captum's defaults
-        otherwise. On a CPU, Integrated Gradients is computed for a few samples at
-        a time (about 128 model evaluations per call), which keeps the activations
-        in cache and is several times faster than the whole batch at once; give
-        ``internal_batch_size`` (in model evaluations) to choose the size yourself.
+        Passed to ``attribution.attribute`` on every call, as in
+        :class:`TopKAttack`.
     seed : int or None, default 0
-        Seeds a fresh generator on every ``perturb`` call (random starts, random
-        steps), so calls are reproducible; None uses torch's global generator. The
-        draws of random attribution methods (GradientShap, NoiseTunnel) are fixed
-        by it too (0 when None), so the original and every iterate are explained
-        under the same noise.
+        Seeds a fresh generator on every ``perturb`` call, as in
+        :class:`TopKAttack`; None uses torch's global generator.
 
     Notes
     -----

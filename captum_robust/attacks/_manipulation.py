@@ -41,16 +41,11 @@ class ManipulationAttack(AttributionAttack):
     Parameters
     ----------
     forward_func : nn.Module or callable
-        The classifier, returning logits (B, classes). An ``nn.Module`` (or a bound
-        method of one) is put in eval mode during the attack and its modes are
-        restored afterwards.
+        The classifier, returning logits (B, classes); its modes are restored
+        after the attack, as in :class:`TopKAttack`.
     attribution : captum.attr.Attribution or callable
-        Saliency, InputXGradient, IntegratedGradients, GradientShap, LayerGradCam,
-        NoiseTunnel over those, a :class:`~captum_robust.attr.DifferentiableAttribution`
-        or a differentiable callable, made differentiable by
-        :func:`~captum_robust.attr.differentiable` (which refuses, with a
-        ``TypeError`` saying why, methods that cannot be: Occlusion, DeepLift, ...).
-        The user's object is never modified.
+        The Captum attribution (or differentiable callable) attacked, made
+        differentiable as in :class:`TopKAttack`; the user's object is never modified.
     epsilon : float, default 8/255 (None: no ball, only the bounds; see Notes)
         Radius of the L-inf ball around the input; >= 0.
     step_size : float, default None
@@ -59,9 +54,8 @@ class ManipulationAttack(AttributionAttack):
     n_steps : int, default 100
         Steps per restart.
     restarts : int, default 1
-        Runs of the attack; the best iterate over all of them is kept. The first
-        starts at the input (unless ``random_start``), the others at a uniform
-        random point of the ball (drawn from ``seed``). Chen et al. use 3.
+        Runs of the attack; the best iterate over all of them is kept (see
+        :class:`TopKAttack`).
     random_start : bool, default False
         Start the first restart at a random point too.
     map_weight : float, default 1e11
@@ -94,19 +88,11 @@ default "target_mse"
     criterion_k : int, default 100
         k of the top-k intersection when ``criterion="topk"``.
     attribution_kwargs : dict or None, default None
-        Passed to ``attribution.attribute`` on every call (surrogate and real
-        model), e.g. ``{"n_steps": 100, "method": "riemann_right"}`` for the
-        Integrated Gradients of Chen et al., or ``baselines``. Captum's defaults
-        otherwise. On a CPU, Integrated Gradients is computed for a few samples at
-        a time (about 128 model evaluations per call), which keeps the activations
-        in cache and is several times faster than the whole batch at once; give
-        ``internal_batch_size`` (in model evaluations) to choose the size yourself.
+        Passed to ``attribution.attribute`` on every call, as in
+        :class:`TopKAttack`.
     seed : int or None, default 0
-        Seeds a fresh generator on every ``perturb`` call (random starts, random
-        steps), so calls are reproducible; None uses torch's global generator. The
-        draws of random attribution methods (GradientShap, NoiseTunnel) are fixed
-        by it too (0 when None), so the original and every iterate are explained
-        under the same noise.
+        Seeds a fresh generator on every ``perturb`` call, as in
+        :class:`TopKAttack`; None uses torch's global generator.
 
     Notes
     -----

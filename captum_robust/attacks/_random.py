@@ -22,16 +22,11 @@ class RandomAttack(AttributionAttack):
     Parameters
     ----------
     forward_func : nn.Module or callable
-        The classifier, returning logits (B, classes). An ``nn.Module`` (or a bound
-        method of one) is put in eval mode during the attack and its modes are
-        restored afterwards.
+        The classifier, returning logits (B, classes); its modes are restored
+        after the attack, as in :class:`TopKAttack`.
     attribution : captum.attr.Attribution or callable
-        Saliency, InputXGradient, IntegratedGradients, GradientShap, LayerGradCam,
-        NoiseTunnel over those, a :class:`~captum_robust.attr.DifferentiableAttribution`
-        or a differentiable callable, made differentiable by
-        :func:`~captum_robust.attr.differentiable` (which refuses, with a
-        ``TypeError`` saying why, methods that cannot be: Occlusion, DeepLift, ...).
-        The user's object is never modified.
+        The Captum attribution (or differentiable callable) attacked, made
+        differentiable as in :class:`TopKAttack`; the user's object is never modified.
     epsilon : float, default 8/255
         Radius of the L-inf ball around the input; >= 0.
     step_size : float, default 1/255
@@ -39,9 +34,8 @@ class RandomAttack(AttributionAttack):
     n_steps : int, default 50
         Steps per restart.
     restarts : int, default 1
-        Runs of the attack; the best iterate over all of them is kept. The first
-        starts at the input (unless ``random_start``), the others at a uniform
-        random point of the ball (drawn from ``seed``). Chen et al. use 3.
+        Runs of the attack; the best iterate over all of them is kept (see
+        :class:`TopKAttack`).
     random_start : bool, default False
         Start the first restart at a random point too.
     criterion : {"topk", "kendall", "spearman", "center_shift"}, default "topk"
