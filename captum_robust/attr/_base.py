@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 from collections.abc import Callable
 from collections.abc import Iterator
 from typing import Any
@@ -67,7 +68,7 @@ class DifferentiableAttribution:
         # twice-differentiable graph (see :func:`second_order`), whether or not its
         # author remembered the decorator.
         attribute = cls.__dict__.get("attribute")
-        if attribute is not None and not getattr(attribute, "_second_order", False):
+        if inspect.isfunction(attribute) and not getattr(attribute, "_second_order", 0):
             cls.attribute = second_order(attribute)
 
     def __init__(self, forward_func: Callable[..., Any] | None) -> None:
