@@ -511,34 +511,13 @@ default "target_mass"
 
         Parameters
         ----------
-        inputs : Tensor or tuple of Tensor
-            (B, ...) inputs inside [lower_bound, upper_bound]; not modified.
-        target : int, Tensor, list of int or None, default None
-            The class whose attribution is attacked and the true label: samples the
-            model does not predict as ``target`` are skipped. None uses the predicted
-            class (nothing is skipped). A negative or out-of-range index (checked
-            against the model's output width), a float, or a wrong length raises a
-            ``ValueError`` or ``TypeError`` naming ``target``.
-        additional_forward_args : Any, default None
-            Extra model arguments, as in Captum (tensors with the batch size as first
-            dimension are per sample).
+        inputs, target, additional_forward_args, mask, epsilon, step_size, n_steps, \
+restarts, attribution_kwargs, generator, return_results
+            As in :meth:`TopKAttack.perturb`.
         target_region : Tensor
             Binary region T where attribution should be raised, (H, W), (B, H, W) or
             (B, 1, H, W) matching the attribution map (1 in place of B to share one);
             every sample needs at least one pixel in it.
-        mask : Tensor or tuple of Tensor or None, default None
-            Binary; only pixels where it is 1 may change. Shape broadcastable to the
-            input's, e.g. (B, C, H, W), (B, 1, H, W), (1, C, H, W) or (B, H, W).
-        epsilon, step_size, n_steps, restarts : optional
-            Override the attack's settings for this call (e.g. to search ``epsilon``
-            with ``captum.robust.MinParamPerturbation``).
-        attribution_kwargs : dict or None, default None
-            Merged over the attack's ``attribution_kwargs`` for this call (e.g.
-            per-batch ``baselines``).
-        generator : torch.Generator or None, default None
-            Source of the random draws; None uses a fresh one seeded with ``seed``.
-        return_results : bool, default False
-            Also return an :class:`AttackResult`.
 
         Returns
         -------
